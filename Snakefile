@@ -1,0 +1,46 @@
+# alignrepro main workflow: `snakemake --cores N` regenerates every paper's tables at the configured tier.
+# Data flows data → train → generate → judge → aggregate; each step is a rule with declared inputs and outputs.
+import json
+import os
+import sys
+
+from alignrepro.config import resolve_config
+
+
+configfile: os.path.join(workflow.basedir, "config/config.yaml")
+
+
+# Tier preset under the user's values, validated against config/schema.yaml before any job starts.
+_resolved = resolve_config(dict(config))
+config.clear()
+config.update(_resolved)
+
+TIER = config["tier"]
+PY = sys.executable  # jobs run with the interpreter that runs Snakemake (the project's venv)
+if TIER != "full":
+    # ci/tiny never touch a hub; full-tier jobs on a cluster may.
+    for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(_var, "1")
+os.environ.setdefault("WANDB_MODE", config["wandb"]["mode"] if config["wandb"]["mode"] != "disabled" else "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Filled by each paper's rules: what the default target builds, and how the shared evals find references/judges.
+PAPER_TARGETS = {}
+EVAL_REFERENCE = {}
+EVAL_JUDGE = {}
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+include: "rules/models.smk"
+include: "methods/cut/rules.smk"
+include: "evals/verifiable/rules.smk"
+include: "evals/alpacaeval/rules.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        [PAPER_TARGETS[p] for p in config["papers"]],

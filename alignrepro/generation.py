@@ -1,0 +1,189 @@
+"""Generation behind one backend interface: HF generate in-process (tiny/ci), an OpenAI-compatible endpoint
+(vLLM server or an API) at the full tier. CLI: `python -m alignrepro.generation --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from alignrepro.data.records import Record, load_records, save_records
+from alignrepro.io import atomic_write_json, stable_hash
+from alignrepro.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+
+def format_prompt(template: str, record: Record, tokenizer: Any = None) -> str:
+    """Prompt formats shared by all models of a paper (one template per table, never one per model)."""
+    if template == "alpaca":
+        from alignrepro.methods.cut.templates import plain_prompt
+
+        return plain_prompt(record.prompt_text)
+    if template == "raw":  # the record's instruction is already the full prompt (e.g. ILF refinement prompts)
+        return record.instruction
+    if template == "chat":
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": record.prompt_text}], tokenize=False, add_generation_prompt=True
+        )
+    raise ValueError(f"unknown prompt template {template!r} (expected 'alpaca', 'chat' or 'raw')")
+
+
+class GenerationBackend(Protocol):
+    id: str
+
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]: ...
+
+
+class HFBackend:
+    """Batched greedy generation, left-padded, longest prompts first (less padding), with tokens/s logged."""
+
+    def __init__(self, model_ref: str | Path, dtype: torch.dtype, batch_size: int = 16, min_new_tokens: int = 0,
+        temperature: float = 0.0, seed: int = 0,
+    ):
+        from alignrepro.models import load_model, load_tokenizer, model_identity
+
+        self.tokenizer = load_tokenizer(model_ref, padding_side="left")
+        self.model = load_model(model_ref, dtype=dtype).eval()
+        self.batch_size = batch_size
+        self.temperature, self.seed = temperature, seed
+        self.min_new_tokens = min_new_tokens  # ci tier: a random model would otherwise often stop at once
+        # Never emit BOS/UNK-like specials mid-answer (a random ci model otherwise decodes to empty strings).
+        eos = self.tokenizer.eos_token_id
+        self.suppress = sorted({i for i in self.tokenizer.all_special_ids if i != eos}) or None
+        self.identity = model_identity(model_ref)
+        self.id = f"hf:{stable_hash(self.identity)}"
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        torch.manual_seed(self.seed)  # greedy by default; a seeded sampler when temperature > 0
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        outputs: dict[int, str] = {}
+        n_tokens, start = 0, time.perf_counter()
+        bar = tqdm(total=len(prompts), desc="generate", unit="prompt")
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            # Same tokenization as training (the tokenizer's default special tokens).
+            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=self.min_new_tokens,
+                suppress_tokens=self.suppress,
+                do_sample=self.temperature > 0,
+                temperature=self.temperature or None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+            new = out[:, enc["input_ids"].shape[1] :]
+            for i, row in zip(idx, new, strict=True):
+                n_tokens += int((row != self.tokenizer.pad_token_id).sum())
+                outputs[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+            bar.update(len(idx))
+            bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - start):.1f}")
+        bar.close()
+        elapsed = time.perf_counter() - start
+        log.info(
+            "generated %d tokens for %d prompts in %.1fs (%.1f tokens/s)",
+            n_tokens,
+            len(prompts),
+            elapsed,
+            n_tokens / max(elapsed, 1e-9),
+        )
+        self.last_stats = {
+            "n_tokens": n_tokens,
+            "seconds": round(elapsed, 2),
+            "tokens_per_s": round(n_tokens / max(elapsed, 1e-9), 2),
+        }
+        return [outputs[i] for i in range(len(prompts))]
+
+
+class OpenAIBackend:
+    """Completions from an OpenAI-compatible endpoint (a vLLM server at the full tier), one request per prompt."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_requests: int | None = None,
+    ):
+        from alignrepro.judges.openai_api import OpenAIChatClient
+
+        self.client = OpenAIChatClient(
+            base_url=base_url, model=model, api_key_env=api_key_env, max_requests=max_requests
+        )
+        self.id = f"openai:{model}"
+
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        return [
+            self.client.chat([{"role": "user", "content": p}], max_tokens=max_new_tokens)["text"].strip()
+            for p in tqdm(prompts, desc="generate", unit="prompt")
+        ]
+
+
+def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> GenerationBackend:
+    from alignrepro.models import choose_dtype
+
+    if spec.get("backend", "hf") == "hf":
+        return HFBackend(
+            model_ref,
+            dtype=choose_dtype(spec.get("dtype", "auto")),
+            batch_size=spec.get("batch_size", 16),
+            min_new_tokens=spec.get("min_new_tokens", 0),
+            temperature=spec.get("temperature", 0.0),
+            seed=spec.get("seed", 0),
+        )
+    if spec["backend"] == "openai":
+        return OpenAIBackend(
+            spec["model"], spec.get("base_url"), spec.get("api_key_env", "OPENAI_API_KEY"), spec.get("max_requests")
+        )
+    raise ValueError(f"generation.backend: unknown backend {spec['backend']!r} (expected 'hf' or 'openai')")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m alignrepro.generation", description="Generate responses for a JSONL of records with one model."
+    )
+    p.add_argument("--model", type=Path, help="model folder (with model.json); not needed for --backend openai")
+    p.add_argument("--prompts", type=Path, required=True, help="JSONL of records (instruction, input)")
+    p.add_argument("--out", type=Path, required=True, help="output JSONL: the records with `output` filled")
+    p.add_argument(
+        "--spec-json",
+        default="{}",
+        help='generation settings as JSON, e.g. {"max_new_tokens": 64, '
+        '"batch_size": 16, "template": "alpaca", "backend": "hf"}',
+    )
+    p.add_argument("--tier", default="unknown")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    spec = json.loads(args.spec_json)
+    records = load_records(args.prompts)
+    backend = make_backend(spec, args.model)
+    tokenizer = getattr(backend, "tokenizer", None)
+    prompts = [format_prompt(spec.get("template", "alpaca"), r, tokenizer) for r in records]
+    texts = backend.generate(prompts, spec.get("max_new_tokens", 64))
+    for r, t in zip(records, texts, strict=True):
+        r.output = t
+        r.meta = {**r.meta, "generator": backend.id}
+    save_records(args.out, records)
+    atomic_write_json(
+        args.out.with_suffix(".provenance.json"),
+        provenance(
+            tier=args.tier,
+            config=spec,
+            model=getattr(backend, "identity", backend.id),
+            prompts_sha256=stable_hash([r.prompt_text for r in records], 64),
+            stats=getattr(backend, "last_stats", {}),
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

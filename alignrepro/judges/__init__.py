@@ -1,0 +1,63 @@
+"""Pairwise judges (alpaca_eval preference convention) built from config dicts.
+
+Backends import their heavy dependencies (torch, transformers, openai) only when built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from alignrepro.judges.base import PairItem, PairwiseJudge, both_orders
+
+__all__ = ["BACKENDS", "PairItem", "PairwiseJudge", "both_orders", "make_judge"]
+
+BACKENDS = ("oracle", "local", "heuristic", "openai")
+
+
+def _check_keys(spec: dict[str, Any], *fns: Any) -> None:
+    allowed = {"backend"} | {
+        p for fn in fns for p in inspect.signature(fn).parameters if p not in ("self", "client", "sleep")
+    }
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ValueError(
+            f"judge spec for backend {spec['backend']!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+
+
+def make_judge(spec: dict[str, Any]) -> PairwiseJudge:
+    """E.g. {"backend": "oracle"}, {"backend": "local", "model_dir": ...}, {"backend": "heuristic"},
+    {"backend": "openai", "model": "gpt-4-0613", "base_url": None, "max_requests": 2000}."""
+    if not isinstance(spec, dict) or "backend" not in spec:
+        raise ValueError(
+            f"judge spec must be a mapping with key 'backend' (one of {', '.join(BACKENDS)}); got {spec!r}"
+        )
+    backend, kw = spec["backend"], {k: v for k, v in spec.items() if k != "backend"}
+    if backend == "oracle":
+        from alignrepro.judges.oracle import OracleJudge
+
+        _check_keys(spec, OracleJudge.__init__)
+        return OracleJudge()
+    if backend == "heuristic":
+        from alignrepro.judges.heuristic import LengthHeuristicJudge
+
+        _check_keys(spec)
+        return LengthHeuristicJudge()
+    if backend == "local":
+        import torch
+
+        from alignrepro.judges.local import LocalLogprobJudge
+
+        _check_keys(spec, LocalLogprobJudge.__init__)
+        if isinstance(kw.get("dtype"), str):  # "bfloat16" / "torch.bfloat16" in YAML
+            kw["dtype"] = getattr(torch, kw["dtype"].removeprefix("torch."))
+        return LocalLogprobJudge(**kw)
+    if backend == "openai":
+        from alignrepro.judges.openai_api import OpenAIChatClient, OpenAIPairwiseJudge
+
+        _check_keys(spec, OpenAIChatClient.__init__, OpenAIPairwiseJudge.__init__)
+        prompt = kw.pop("prompt", "alpaca_eval_gpt4")
+        kw.setdefault("base_url", None)
+        return OpenAIPairwiseJudge(OpenAIChatClient(**kw), prompt=prompt)
+    raise ValueError(f"unknown judge backend {backend!r} in key 'backend'; allowed values: {', '.join(BACKENDS)}")

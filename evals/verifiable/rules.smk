@@ -1,0 +1,12 @@
+# Oracle-scored accuracy on held-out verifiable tasks: the tiny tier's most honest signal.
+
+
+rule eval_accuracy:
+    input:
+        "results/{paper}/{tier}/generations/{base}/{model_id}.jsonl",
+    output:
+        "results/{paper}/{tier}/eval/accuracy/{base}/{model_id}.json",
+    log:
+        "results/{paper}/{tier}/logs/accuracy_{base}_{model_id}.log",
+    shell:
+        "{PY} -m alignrepro.evals.verifiable.accuracy --generations {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,267 @@
+"""CUT tables: the paper's reported tables beside the reproduced rows (never in the same table), with
+provenance, as CSV + Markdown, and one plot. `python -m alignrepro.methods.cut.aggregate --help`"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from alignrepro.provenance import provenance
+
+OBJECTIVE = {"base": "-", "fp": "MLE", "hindsight": "MLE", "ilf_mle": "MLE", "ilf_dpo": "DPO", "cut": "MLE+UT"}
+LABEL = {
+    "base": "Base",
+    "fp": "Forward Prediction",
+    "hindsight": "Hindsight",
+    "ilf_mle": "ILF-MLE",
+    "ilf_dpo": "ILF-DPO",
+    "cut": "CUT",
+}
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def ci(lo_hi: list[float] | None) -> str:
+    return "" if not lo_hi else f"[{lo_hi[0]:.1f}, {lo_hi[1]:.1f}]"
+
+
+def model_row(spec: dict[str, Any], base: str, model_id: str, label: str) -> dict[str, Any]:
+    root = Path(spec["root"])
+    eval_id = "cut" if model_id == "cut_iter1" and spec["offline"] == "online_iter1" else model_id
+    acc = read_json(root / "eval" / "accuracy" / base / f"{eval_id}.json")
+    win = read_json(root / "eval" / "winrate" / base / f"{eval_id}.json")
+    model_dir = Path(spec["model_dirs"][base][eval_id])
+    meta = read_json(model_dir / "model.json")
+    cut_stats = _cut_train_stats(meta)
+    groups = win.get("groups", {})
+    return {
+        "base": base,
+        "method": label,
+        "model_id": model_id,
+        "objective": OBJECTIVE.get(model_id.split("_iter")[0], "MLE+UT"),
+        "accuracy": acc.get("accuracy"),
+        "accuracy_ci95": acc.get("ci95"),
+        "accuracy_n": acc.get("n"),
+        "win_rate": win.get("win_rate"),
+        "win_rate_ci95": win.get("ci95"),
+        "win_rate_n": win.get("n_total"),
+        "win_rate_verifiable": groups.get("verifiable", {}).get("win_rate"),
+        "win_rate_open": groups.get("open", {}).get("win_rate"),
+        "judge_verifiable": groups.get("verifiable", {}).get("judge_id"),
+        "judge_open": groups.get("open", {}).get("judge_id"),
+        "judge_open_heuristic": groups.get("open", {}).get("heuristic"),
+        "detected_ratio": cut_stats.get("detected_ratio"),
+        "n_train_examples": meta.get("data", {}).get("n_examples"),
+        "train_seconds": meta.get("train_seconds"),
+        "model_hash": meta.get("adapter_sha256") or meta.get("weights_sha256"),
+        "data_hash": meta.get("triplets_sha256"),
+        "seed": meta.get("provenance", {}).get("seed"),
+        "tier": spec["tier"],
+    }
+
+
+def _cut_train_stats(meta: dict[str, Any]) -> dict[str, float]:
+    logs = [h for h in meta.get("log_history", []) if "detected_ratio" in h]
+    return {"detected_ratio": sum(h["detected_ratio"] for h in logs) / len(logs)} if logs else {}
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def reproduced_md(rows: list[dict[str, Any]], first_col: str) -> str:
+    header = [
+        first_col,
+        "objective",
+        "accuracy % [95% CI] (oracle)",
+        "win rate vs base % [95% CI]",
+        "win (verifiable)",
+        "win (open)",
+        "\\|U\\|/N",
+        "n train",
+    ]
+    body = [
+        [
+            r["method"],
+            r["objective"],
+            f"{pct(r['accuracy'])} {ci(r['accuracy_ci95'])}",
+            f"{pct(r['win_rate'])} {ci(r['win_rate_ci95'])}",
+            pct(r["win_rate_verifiable"]),
+            pct(r["win_rate_open"]),
+            "" if r["detected_ratio"] is None else f"{r['detected_ratio']:.3f}",
+            r["n_train_examples"] or "",
+        ]
+        for r in rows
+    ]
+    return md_table(header, body)
+
+
+def judge_note(rows: list[dict[str, Any]]) -> str:
+    r = rows[0]
+    note = f"Judges: verifiable = `{r['judge_verifiable']}`; open = `{r['judge_open']}`."
+    if r["judge_open_heuristic"]:
+        note += " **The open-prompt judge is a HEURISTIC (ci tier only): its numbers mean nothing.**"
+    return note
+
+
+def reported_md(tables: list[dict[str, Any]], ids: list[str] | None = None) -> str:
+    out = []
+    for t in tables:
+        if ids and t["table_id"] not in ids:
+            continue
+        out.append(
+            f"**{t['table_id']}** (arXiv {t['paper'].split('arXiv ')[-1].rstrip(')')} {t['version']}"
+            f"{', ' + t['source_status'] if t.get('source_status') else ''}): {t['caption']}\n"
+        )
+        rows = [[row.get(c) for c in t["columns"]] if isinstance(row, dict) else row for row in t["rows"]]
+        out.append(md_table(t["columns"], rows))
+    return "\n".join(out)
+
+
+def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for base, rows in offline.items():
+        xs = range(len(rows))
+        for key, off, color in (("accuracy", -0.18, "tab:blue"), ("win_rate", 0.18, "tab:orange")):
+            vals = [r[key] or 0 for r in rows]
+            errs = [
+                [v - (r[f"{key}_ci95"] or [v, v])[0] for v, r in zip(vals, rows, strict=True)],
+                [(r[f"{key}_ci95"] or [v, v])[1] - v for v, r in zip(vals, rows, strict=True)],
+            ]
+            axes[0].bar(
+                [x + off for x in xs],
+                vals,
+                0.36,
+                yerr=errs,
+                capsize=3,
+                color=color,
+                label=f"{key.replace('_', ' ')} ({base})",
+            )
+        axes[0].set_xticks(list(xs), [r["method"] for r in rows], rotation=25, ha="right")
+    axes[0].set_ylabel("% (95% CI)")
+    axes[0].set_title("Offline (Table 2 analogue)")
+    axes[0].legend(fontsize=8)
+    its = list(range(len(online)))
+    for key, color in (("accuracy", "tab:blue"), ("win_rate", "tab:orange")):
+        vals = [r[key] or 0 for r in online]
+        lo = [(r[f"{key}_ci95"] or [v, v])[0] for v, r in zip(vals, online, strict=True)]
+        hi = [(r[f"{key}_ci95"] or [v, v])[1] for v, r in zip(vals, online, strict=True)]
+        axes[1].plot(its, vals, "o-", color=color, label=key.replace("_", " "))
+        axes[1].fill_between(its, lo, hi, color=color, alpha=0.15)
+    axes[1].set_xticks(its, [r["method"] for r in online])
+    axes[1].set_title("Online iterations (Table 6 analogue)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"CUT reproduction, tier {online[0]['tier'] if online else ''}: oracle accuracy and win rate vs base")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m alignrepro.methods.cut.aggregate", description=__doc__)
+    p.add_argument("--spec-json", required=True, help="tier, bases, methods, iterations, model folders (from rules)")
+    p.add_argument("--reported", type=Path, required=True, help="methods/cut/reported.yaml")
+    p.add_argument("--out-dir", type=Path, required=True)
+    args = p.parse_args(argv)
+    spec = json.loads(args.spec_json)
+    out = args.out_dir
+    reported = yaml.safe_load(args.reported.read_text())
+
+    offline = {b: [model_row(spec, b, m, LABEL[m]) for m in ["base", *spec["methods"]]] for b in spec["bases"]}
+    ob = spec["online_base"]
+    online = [{**model_row(spec, ob, "base", "Base (iter 0)"), "n_judgments": None, "judged_positive_pct": None}]
+    online += [model_row(spec, ob, f"cut_iter{k}", f"CUT {k}+") for k in range(1, spec["iterations"] + 1)]
+    for k, row in enumerate(online[1:], 1):
+        trip = Path(spec["root"]) / "online" / f"iter{k}" / "triplets.jsonl"
+        judged = [json.loads(line) for line in trip.read_text().splitlines() if line.strip()]
+        row["n_judgments"] = len(judged)
+        row["judged_positive_pct"] = (
+            100 * sum((j["judgment"] or "").lower().startswith("perfect") for j in judged) / max(1, len(judged))
+        )
+    flat = [r for rows in offline.values() for r in rows]
+    models = {b: read_json(Path(spec["model_dirs"][b]["base"]) / "model.json") for b in spec["bases"]}
+    prov = provenance(
+        tier=spec["tier"],
+        config=spec,
+        seed=flat[0]["seed"],
+        base_models={
+            b: {k: m.get(k) for k in ("name", "weights", "weights_sha256", "gguf_sha256")} for b, m in models.items()
+        },
+        judges={"verifiable": flat[0]["judge_verifiable"], "open": flat[0]["judge_open"]},
+        reported_sha256=sha256_file(args.reported),
+    )
+    atomic_write_json(out / "provenance.json", prov)
+    atomic_write_text(out / "table2_offline.csv", to_csv(flat))
+    atomic_write_text(out / "table6_online.csv", to_csv(online))
+
+    head = (
+        f"Tier **{spec['tier']}**, commit `{prov['git_commit'][:12]}`, seed {prov['seed']}, config "
+        f"`{prov['config_hash']}`; models: "
+        + ", ".join(f"`{b}` ({(m.get('weights_sha256') or m['weights'])[:12]})" for b, m in models.items())
+        + ". "
+        + judge_note(flat)
+    )
+    t2 = ["# CUT Table 2 analogue: offline alignment on judgments\n", "## Reproduced\n", head + "\n"]
+    for b, rows in offline.items():
+        t2 += [f"\n### base `{b}`\n", reproduced_md(rows, "method")]
+    t2 += [
+        "\n## Reported (paper; different models, data and judge — compare directions, not values)\n",
+        reported_md(reported, ["v1-headline", "Table 2"]),
+    ]
+    atomic_write_text(out / "table2_offline.md", "\n".join(t2))
+    t6 = [
+        "# CUT Table 6 analogue: online iterative alignment\n",
+        "## Reproduced\n",
+        head + "\n",
+        reproduced_md(online, "model"),
+        "\n"
+        + md_table(
+            ["iteration", "judgments", "judged 'Perfect' %"],
+            [[r["method"], r["n_judgments"], f"{r['judged_positive_pct']:.1f}"] for r in online[1:]],
+        ),
+        "\n## Reported (paper)\n",
+        reported_md(reported, ["Table 6"]),
+    ]
+    atomic_write_text(out / "table6_online.md", "\n".join(t6))
+    atomic_write_text(out / "reported.md", "# CUT: all reported tables (as reported)\n\n" + reported_md(reported))
+    plot(offline, online, out / "cut_results.png")
+
+    best = max(flat, key=lambda r: r["accuracy"] or 0)
+    base_row = offline[spec["bases"][0]][0]
+    cut_row = next(r for r in offline[spec["bases"][0]] if r["model_id"] == "cut")
+    summary = [
+        f"CUT at tier {spec['tier']} ({', '.join(spec['bases'])}):",
+        f"  base accuracy {pct(base_row['accuracy'])}% -> CUT {pct(cut_row['accuracy'])}% "
+        f"(win rate vs base {pct(cut_row['win_rate'])}%); best method by accuracy: {best['method']}",
+        "  online: " + " -> ".join(f"{r['method']} {pct(r['accuracy'])}%" for r in online),
+        f"  tables: {out}/table2_offline.md, {out}/table6_online.md; plot: {out}/cut_results.png",
+    ]
+    atomic_write_text(out / "summary.md", "\n".join(summary) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+# CUT ("Reasons to Reject?", arXiv 2312.14591): pools → responses → judgments → train (CUT + baselines) →
+# generate → evals (shared rules in evals/) → tables. Paths carry the tier: results/cut/<tier>/...
+CUT = config["cut"]
+CUT_R = f"results/cut/{TIER}"
+CUT_ITERS = range(1, CUT["data"]["iterations"] + 1)
+CUT_GEN = as_json({**CUT["generation"], "dtype": config["dtype"]})
+CUT_WANDB = as_json(config["wandb"])
+
+
+def cut_model_dir(base, model_id):
+    """Folder of a model reference. At tiny/ci the offline table trains on iteration 1's triplets, so online
+    iteration 1 *is* the offline CUT model (trained once)."""
+    if model_id == "base":
+        return f"results/models/{base}"
+    if model_id == "cut_iter1" and CUT["data"]["offline"] == "online_iter1":
+        return f"{CUT_R}/models/{base}/cut"
+    return f"{CUT_R}/models/{base}/{model_id}"
+
+
+def cut_model_ids(base):
+    ids = ["base"] + list(CUT["methods"])
+    if base == CUT["online_base"]:
+        # An aliased iteration 1 (tiny/ci) is the offline CUT model: evaluated once, reported in both tables.
+        first = 2 if CUT["data"]["offline"] == "online_iter1" else 1
+        ids += [f"cut_iter{k}" for k in range(first, CUT["data"]["iterations"] + 1)]
+    return ids
+
+
+def cut_offline_triplets():
+    if CUT["data"]["offline"] == "online_iter1":
+        return f"{CUT_R}/online/iter1/triplets.jsonl"
+    return f"{CUT_R}/offline/triplets.jsonl"
+
+
+def cut_train_cfg(method):
+    """Only the settings a method depends on, so that changing one method's hyper-parameter reruns only it."""
+    c = CUT["cut"] if method == "cut" else {k: CUT["cut"][k] for k in ("align_p_ratio", "keep_error_judgments")}
+    cfg = {"train": CUT["train"], "cut": c, "dtype": config["dtype"]}
+    if method == "ilf_dpo":
+        cfg["dpo"] = CUT["dpo"]
+    return cfg
+
+
+rule cut_pool:
+    output:
+        pools=expand(f"{CUT_R}/data/pool_iter{{k}}.jsonl", k=CUT_ITERS),
+        eval=f"{CUT_R}/data/eval_prompts.jsonl",
+    params:
+        data=as_json(CUT["data"]),
+        seed=config["seed"],
+    log:
+        f"{CUT_R}/logs/pool.log",
+    shell:
+        "{PY} -m alignrepro.methods.cut.data_steps pool --data-json {params.data:q} --seed {params.seed} "
+        "--out-dir {CUT_R}/data > {log} 2>&1"
+
+
+rule cut_respond:
+    """The current policy answers iteration k's instructions (k=1: the base model)."""
+    input:
+        model=lambda w: f"{cut_model_dir(CUT['online_base'], 'base' if int(w.k) == 1 else f'cut_iter{int(w.k) - 1}')}/model.json",
+        prompts=f"{CUT_R}/data/pool_iter{{k}}.jsonl",
+    output:
+        f"{CUT_R}/online/iter{{k}}/responses.jsonl",
+    params:
+        gen=CUT_GEN,
+    log:
+        f"{CUT_R}/logs/respond_iter{{k}}.log",
+    benchmark:
+        f"{CUT_R}/benchmarks/respond_iter{{k}}.tsv"
+    threads: config["threads"]
+    shell:
+        "{PY} -m alignrepro.generation --model $(dirname {input.model}) --prompts {input.prompts} --out {output} "
+        "--spec-json {params.gen:q} --tier {TIER} > {log} 2>&1"
+
+
+rule cut_judge:
+    input:
+        responses=f"{CUT_R}/online/iter{{k}}/responses.jsonl",
+        critic_models=[f"results/models/{s['model']}/model.json" for s in CUT["critic"].values() if s["backend"] == "hf"],
+    output:
+        f"{CUT_R}/online/iter{{k}}/triplets.jsonl",
+    params:
+        critic=as_json(CUT["critic"]),
+    log:
+        f"{CUT_R}/logs/judge_iter{{k}}.log",
+    benchmark:
+        f"{CUT_R}/benchmarks/judge_iter{{k}}.tsv"
+    threads: config["threads"]
+    shell:
+        "{PY} -m alignrepro.methods.cut.data_steps judge --responses {input.responses} --critic-json {params.critic:q} "
+        "--tier {TIER} --out {output} > {log} 2>&1"
+
+
+rule cut_shepherd:
+    """Full tier: the offline Table-2 data, Shepherd's 1317 human critiques (all negatives)."""
+    output:
+        f"{CUT_R}/offline/triplets.jsonl",
+    params:
+        path=CUT["data"].get("hub", {}).get("shepherd", {}).get("path", ""),
+    log:
+        f"{CUT_R}/logs/shepherd.log",
+    shell:
+        "{PY} -c 'import sys; from alignrepro.data.hub import load_shepherd; from alignrepro.data import save_records; "
+        "save_records(sys.argv[2], load_shepherd(sys.argv[1]))' {params.path:q} {output} > {log} 2>&1"
+
+
+rule cut_refine_prompts:
+    input:
+        cut_offline_triplets(),
+    output:
+        f"{CUT_R}/offline/refine_prompts.jsonl",
+    log:
+        f"{CUT_R}/logs/refine_prompts.log",
+    shell:
+        "{PY} -m alignrepro.methods.cut.data_steps refine --triplets {input} --out {output} > {log} 2>&1"
+
+
+rule cut_refine:
+    """ILF: the base model writes ŷ = refine(x, y, j) for every negative triplet."""
+    input:
+        model="results/models/{base}/model.json",
+        prompts=f"{CUT_R}/offline/refine_prompts.jsonl",
+    output:
+        f"{CUT_R}/offline/{{base}}/refinements.jsonl",
+    params:
+        gen=as_json({**CUT["generation"], "template": "raw"}),
+    log:
+        f"{CUT_R}/logs/refine_{{base}}.log",
+    benchmark:
+        f"{CUT_R}/benchmarks/refine_{{base}}.tsv"
+    threads: config["threads"]
+    shell:
+        "{PY} -m alignrepro.generation --model $(dirname {input.model}) --prompts {input.prompts} --out {output} "
+        "--spec-json {params.gen:q} --tier {TIER} > {log} 2>&1"
+
+
+def cut_train_inputs(w):
+    if w.method.startswith("cut_iter"):
+        k = int(w.method.removeprefix("cut_iter"))
+        start = cut_model_dir(w.base, "base" if k == 1 else f"cut_iter{k - 1}")
+        return {"model": f"{start}/model.json", "triplets": f"{CUT_R}/online/iter{k}/triplets.jsonl"}
+    inputs = {"model": f"results/models/{w.base}/model.json", "triplets": cut_offline_triplets()}
+    if w.method.startswith("ilf"):
+        inputs["refinements"] = f"{CUT_R}/offline/{w.base}/refinements.jsonl"
+    return inputs
+
+
+rule cut_train:
+    input:
+        unpack(cut_train_inputs),
+    output:
+        f"{CUT_R}/models/{{base}}/{{method}}/model.json",
+    wildcard_constraints:
+        method=r"fp|hindsight|ilf_mle|ilf_dpo|cut|cut_iter\d+",
+    params:
+        cfg=lambda w: as_json(cut_train_cfg("cut" if w.method.startswith("cut") else w.method)),
+        method=lambda w: "cut" if w.method.startswith("cut") else w.method,
+        refinements=lambda w, input: f"--refinements {input.refinements}" if "refinements" in input.keys() else "",
+    log:
+        f"{CUT_R}/logs/train_{{base}}_{{method}}.log",
+    benchmark:
+        f"{CUT_R}/benchmarks/train_{{base}}_{{method}}.tsv"
+    threads: config["threads"]
+    shell:
+        "{PY} -m alignrepro.methods.cut.train --method {params.method} --base-model $(dirname {input.model}) "
+        "--triplets {input.triplets} {params.refinements} --config-json {params.cfg:q} --wandb-json {CUT_WANDB:q} "
+        "--name cut-{TIER}-{wildcards.base}-{wildcards.method} --tier {TIER} "
+        "--out $(dirname {output}) > {log} 2>&1"
+
+
+rule cut_generate:
+    """Held-out evaluation prompts, one template for every model of the table (cut.md §7.11)."""
+    input:
+        model=lambda w: f"{cut_model_dir(w.base, w.model_id)}/model.json",
+        prompts=f"{CUT_R}/data/eval_prompts.jsonl",
+    output:
+        f"results/cut/{TIER}/generations/{{base}}/{{model_id}}.jsonl",
+    params:
+        gen=CUT_GEN,
+    log:
+        f"{CUT_R}/logs/generate_{{base}}_{{model_id}}.log",
+    benchmark:
+        f"{CUT_R}/benchmarks/generate_{{base}}_{{model_id}}.tsv"
+    threads: config["threads"]
+    shell:
+        "{PY} -m alignrepro.generation --model $(dirname {input.model}) --prompts {input.prompts} --out {output} "
+        "--spec-json {params.gen:q} --tier {TIER} > {log} 2>&1"
+
+
+rule cut_reference:
+    """Full tier: AlpacaEval 1's reference outputs (text-davinci-003) from the evaluation file."""
+    input:
+        f"{CUT_R}/data/eval_prompts.jsonl",
+    output:
+        f"{CUT_R}/data/eval_reference.jsonl",
+    shell:
+        "{PY} -m alignrepro.methods.cut.data_steps reference --eval-prompts {input} --out {output}"
+
+
+EVAL_REFERENCE["cut"] = lambda base: (f"results/cut/{TIER}/generations/{base}/base.jsonl"
+                                      if CUT["eval"]["reference"] == "base" else f"{CUT_R}/data/eval_reference.jsonl")
+EVAL_JUDGE["cut"] = CUT["eval"]["judge"]
+CUT_EVALS = [f"{CUT_R}/eval/{bench}/{base}/{m}.json"
+             for base in CUT["bases"] for m in cut_model_ids(base) for bench in ("accuracy", "winrate")]
+CUT_TRAINED = [f"{cut_model_dir(base, m)}/model.json" for base in CUT["bases"] for m in cut_model_ids(base)
+               if m != "base"]
+
+
+rule cut_tables:
+    input:
+        evals=CUT_EVALS,
+        models=CUT_TRAINED,
+        triplets=[cut_offline_triplets()] + [f"{CUT_R}/online/iter{k}/triplets.jsonl" for k in CUT_ITERS],
+        reported=os.path.join(workflow.basedir, "methods/cut/reported.yaml"),
+    output:
+        report(f"{CUT_R}/tables/table2_offline.md", category="CUT", labels={"table": "Table 2 (offline)"}),
+        f"{CUT_R}/tables/table2_offline.csv",
+        report(f"{CUT_R}/tables/table6_online.md", category="CUT", labels={"table": "Table 6 (online)"}),
+        f"{CUT_R}/tables/table6_online.csv",
+        report(f"{CUT_R}/tables/cut_results.png", category="CUT", labels={"figure": "accuracy and win rate"}),
+        f"{CUT_R}/tables/reported.md",
+        summary=f"{CUT_R}/tables/summary.md",
+    params:
+        spec=as_json({"tier": TIER, "bases": CUT["bases"], "online_base": CUT["online_base"],
+                      "methods": CUT["methods"], "iterations": CUT["data"]["iterations"],
+                      "offline": CUT["data"]["offline"], "root": CUT_R,
+                      "model_dirs": {b: {m: cut_model_dir(b, m) for m in cut_model_ids(b)} for b in CUT["bases"]}}),
+    log:
+        f"{CUT_R}/logs/tables.log",
+    shell:
+        "{PY} -m alignrepro.methods.cut.aggregate --spec-json {params.spec:q} --reported {input.reported} "
+        "--out-dir {CUT_R}/tables > {log} 2>&1 && cat {output.summary}"
+
+
+PAPER_TARGETS["cut"] = rules.cut_tables.output

@@ -1,0 +1,173 @@
+"""Train one CUT-paper model (CUT or a baseline) with LoRA on judged triplets. Read top to bottom:
+
+  1. select the triplets (same selection for every method)  2. build the method's dataset
+  3. load the base model (fp32/bf16 by machine; 8-bit at the full tier)  4. train with the method's trainer
+     (CUTTrainer, or TRL SFTTrainer / DPOTrainer), resuming from the last checkpoint after a kill
+  5. save the adapter + model.json (provenance)
+
+`python -m alignrepro.methods.cut.train --help`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from alignrepro.data.records import load_records
+from alignrepro.io import read_jsonl, stable_hash
+from alignrepro.methods.cut import baseline_data as bd
+from alignrepro.models import choose_dtype, load_model, load_tokenizer
+from alignrepro.provenance import provenance
+from alignrepro.training import last_checkpoint, lora_config, save_adapter, setup_wandb, trainer_kwargs
+
+log = logging.getLogger("cut.train")
+METHODS = ("cut", "fp", "hindsight", "ilf_mle", "ilf_dpo")
+
+
+def build_trainer(method: str, model, tok, triplets, refinements, cfg: dict[str, Any], kwargs: dict[str, Any]):
+    train = cfg["train"]
+    if method == "cut":
+        from peft import get_peft_model
+        from transformers import TrainingArguments
+
+        from alignrepro.methods.cut.examples import CUTDataCollator, build_cut_examples
+        from alignrepro.methods.cut.trainer import CUTTrainer
+
+        c = cfg["cut"]
+        examples, stats = build_cut_examples(
+            triplets,
+            tok,
+            max_length=train["max_length"],
+            align_p_ratio=None,
+            seed=train["seed"],
+            keep_error_judgments=c["keep_error_judgments"],
+        )
+        args = TrainingArguments(**kwargs, remove_unused_columns=False)
+        trainer = CUTTrainer(
+            model=get_peft_model(model, lora_config(train["lora"])),
+            args=args,
+            train_dataset=Dataset.from_list(examples),
+            data_collator=CUTDataCollator(tok.pad_token_id),
+            threshold=c["threshold"],
+            weight_unlike=c["weight_unlike"],
+            gamma=c["gamma"],
+        )
+        return trainer, {**stats, "n_examples": len(examples)}
+    if method == "ilf_dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        rows = bd.ilf_dpo_rows(triplets, refinements)
+        if not rows:
+            raise ValueError("ILF-DPO: no negative triplet has a refinement that differs from its response")
+        args = DPOConfig(
+            **kwargs,
+            beta=cfg["dpo"]["beta"],
+            max_length=train["max_length"],
+            truncation_mode="keep_end",
+            precompute_ref_log_probs=False,
+        )
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tok,
+            peft_config=lora_config(train["lora"]),
+        )
+        return trainer, {"n_examples": len(rows)}
+    from trl import SFTConfig, SFTTrainer
+
+    rows = {
+        "fp": lambda: bd.forward_prediction_rows(triplets),
+        "hindsight": lambda: bd.hindsight_rows(triplets),
+        "ilf_mle": lambda: bd.ilf_mle_rows(triplets, refinements),
+    }[method]()
+    args = SFTConfig(
+        **kwargs, max_length=train["max_length"], completion_only_loss=True, packing=False, dataset_num_proc=None
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=lora_config(train["lora"]),
+    )
+    return trainer, {"n_examples": len(rows)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m alignrepro.methods.cut.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--base-model", type=Path, required=True, help="model folder with model.json to start from")
+    p.add_argument("--triplets", type=Path, required=True, help="JSONL of judged records (output + judgment)")
+    p.add_argument("--refinements", type=Path, help="JSONL {id, output} of ILF refinements (ilf_mle, ilf_dpo)")
+    p.add_argument("--config-json", required=True, help="the paper config subtree (train, cut, dpo, wandb) as JSON")
+    p.add_argument(
+        "--wandb-json",
+        default='{"mode": "disabled", "project": "alignrepro"}',
+        help="W&B settings (kept out of --config-json so that they never trigger a retrain)",
+    )
+    p.add_argument("--name", required=True, help="model name, e.g. cut-tiny-hindsight")
+    p.add_argument("--tier", required=True)
+    p.add_argument("--out", type=Path, required=True, help="output folder (adapter/, model.json, checkpoints/)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = json.loads(args.config_json)
+    train = cfg["train"]
+
+    records = load_records(args.triplets)
+    triplets, selection = bd.select_triplets(
+        records, cfg["cut"]["align_p_ratio"], train["seed"], cfg["cut"]["keep_error_judgments"]
+    )
+    refinements = {r["id"]: r["output"] for r in read_jsonl(args.refinements)} if args.refinements else {}
+    dtype = choose_dtype(cfg.get("dtype", "auto"))
+    tok = load_tokenizer(args.base_model, padding_side="right")
+    model = load_model(args.base_model, dtype=dtype, load_in_8bit=train.get("load_in_8bit", False))
+    use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parent.parent / "wandb", group=f"cut-{args.tier}")
+    n_for_budget = len(triplets) * (2 if args.method == "fp" else 1)
+    kwargs = trainer_kwargs(train, args.out, n_for_budget, dtype, run_name=args.name, use_wandb=use_wandb)
+    trainer, data_stats = build_trainer(args.method, model, tok, triplets, refinements, cfg, kwargs)
+
+    resume = last_checkpoint(args.out)
+    if resume:
+        log.info("resuming from %s", resume)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
+    if use_wandb:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.summary.update({"selection": selection, "data": data_stats})
+            wandb.finish()
+    save_adapter(
+        trainer.model,
+        args.base_model,
+        args.out,
+        args.name,
+        {
+            "method": args.method,
+            "train_metrics": result.metrics,
+            "log_history": history,
+            "selection": selection,
+            "data": data_stats,
+            "dtype": str(dtype).removeprefix("torch."),
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "resumed_from": resume,
+            "triplets_sha256": stable_hash([r.to_dict() for r in records], 64),
+            "provenance": provenance(tier=args.tier, config=cfg, seed=train["seed"]),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
