@@ -35,6 +35,16 @@ def format_prompt(template: str, record: Record, tokenizer: Any = None) -> str:
     raise ValueError(f"unknown prompt template {template!r} (expected 'alpaca', 'chat' or 'raw')")
 
 
+# The official CUT generate.py splits outputs on the template's markers: a model continuing into a made-up
+# "### Instruction:" is cut there, never scored on it.
+TEMPLATE_STOPS = {"alpaca": ["\n### ", "### Instruction", "### Response"], "raw": ["\n### "], "chat": []}
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut].strip()
+
+
 class GenerationBackend(Protocol):
     id: str
 
@@ -45,14 +55,14 @@ class HFBackend:
     """Batched greedy generation, left-padded, longest prompts first (less padding), with tokens/s logged."""
 
     def __init__(self, model_ref: str | Path, dtype: torch.dtype, batch_size: int = 16, min_new_tokens: int = 0,
-        temperature: float = 0.0, seed: int = 0,
+        temperature: float = 0.0, seed: int = 0, stop: list[str] | None = None,
     ):
         from alignrepro.models import load_model, load_tokenizer, model_identity
 
         self.tokenizer = load_tokenizer(model_ref, padding_side="left")
         self.model = load_model(model_ref, dtype=dtype).eval()
         self.batch_size = batch_size
-        self.temperature, self.seed = temperature, seed
+        self.temperature, self.seed, self.stop = temperature, seed, stop or []
         self.min_new_tokens = min_new_tokens  # ci tier: a random model would otherwise often stop at once
         # Never emit BOS/UNK-like specials mid-answer (a random ci model otherwise decodes to empty strings).
         eos = self.tokenizer.eos_token_id
@@ -76,6 +86,8 @@ class HFBackend:
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=self.min_new_tokens,
                 suppress_tokens=self.suppress,
+                stop_strings=self.stop or None,
+                tokenizer=self.tokenizer,
                 do_sample=self.temperature > 0,
                 temperature=self.temperature or None,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -84,7 +96,7 @@ class HFBackend:
             new = out[:, enc["input_ids"].shape[1] :]
             for i, row in zip(idx, new, strict=True):
                 n_tokens += int((row != self.tokenizer.pad_token_id).sum())
-                outputs[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                outputs[i] = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), self.stop)
             bar.update(len(idx))
             bar.set_postfix(tok_s=f"{n_tokens / (time.perf_counter() - start):.1f}")
         bar.close()
@@ -139,6 +151,7 @@ def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> Generati
             min_new_tokens=spec.get("min_new_tokens", 0),
             temperature=spec.get("temperature", 0.0),
             seed=spec.get("seed", 0),
+            stop=spec.get("stop", TEMPLATE_STOPS.get(spec.get("template", "alpaca"), [])),
         )
     if spec["backend"] == "openai":
         return OpenAIBackend(

@@ -64,7 +64,7 @@ def model_row(spec: dict[str, Any], base: str, model_id: str, label: str) -> dic
         "train_seconds": meta.get("train_seconds"),
         "model_hash": meta.get("adapter_sha256") or meta.get("weights_sha256"),
         "data_hash": meta.get("triplets_sha256"),
-        "seed": meta.get("provenance", {}).get("seed"),
+        "seed": meta.get("provenance", {}).get("seed", spec["seed"]),
         "tier": spec["tier"],
     }
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     prov = provenance(
         tier=spec["tier"],
         config=spec,
-        seed=flat[0]["seed"],
+        seed=spec["seed"],
         base_models={
             b: {k: m.get(k) for k in ("name", "weights", "weights_sha256", "gguf_sha256")} for b, m in models.items()
         },

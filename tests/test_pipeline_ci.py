@@ -1,0 +1,103 @@
+"""The whole CUT DAG at the ci tier, in a scratch working directory: it runs, its tables are well formed and
+carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns only its row, and the full
+tier's DAG builds (dry run)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+METHODS = ["Base", "Forward Prediction", "Hindsight", "ILF-MLE", "ILF-DPO", "CUT"]
+
+
+def smk(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    block = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("ci_workflow")
+    res = smk(work, "--config", "tier=ci")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_tables_are_well_formed_with_provenance(ci_run):
+    tables = ci_run / "results/cut/ci/tables"
+    rows = list(csv.DictReader((tables / "table2_offline.csv").open()))
+    assert [r["method"] for r in rows] == METHODS
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 100.0
+        assert 0.0 <= float(r["win_rate"]) <= 100.0
+        assert r["tier"] == "ci" and r["judge_verifiable"] == "oracle-v1"
+        assert r["judge_open"].startswith("HEURISTIC")
+    base = rows[0]
+    assert float(base["win_rate"]) == 50.0  # the base model against its own outputs: all ties
+    cut = rows[-1]
+    assert cut["detected_ratio"] != "" and len(cut["model_hash"]) == 64 and cut["data_hash"]
+    online = list(csv.DictReader((tables / "table6_online.csv").open()))
+    assert [r["method"] for r in online] == ["Base (iter 0)", "CUT 1+", "CUT 2+"]
+    prov = json.loads((tables / "provenance.json").read_text())
+    for key in ("git_commit", "packages", "config_hash", "seed", "cpu_flags", "base_models", "judges"):
+        assert prov[key] not in (None, "", {}), key
+    assert prov["base_models"]["ci-random-llama"]["weights_sha256"]
+    md = (tables / "table2_offline.md").read_text()
+    assert "HEURISTIC" in md and "## Reported" in md and "61.06" in md  # reported CUT row beside ours
+    assert (tables / "cut_results.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_logged_cut_metrics(ci_run):
+    runs = sorted((ci_run / "results/cut/ci/wandb/wandb").glob("offline-run-*"))
+    assert len(runs) == 6  # fp, hindsight, ilf_mle, ilf_dpo, cut (= iteration 1), cut_iter2
+    meta = json.loads((ci_run / "results/cut/ci/models/ci-random-llama/cut/model.json").read_text())
+    logged = meta["log_history"][0]
+    assert {"mle", "ul", "detected_ratio", "learning_rate", "loss"} <= set(logged)
+
+
+@pytest.mark.slow
+def test_second_run_is_a_noop(ci_run):
+    res = smk(ci_run, "--config", "tier=ci")
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_one_hyperparameter_reruns_only_its_row(ci_run):
+    res = smk(ci_run, "-n", "--config", "tier=ci", "cut={dpo: {beta: 0.25}}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    stats = job_stats(res.stdout + res.stderr)
+    assert stats == {"cut_train": 1, "cut_generate": 1, "eval_accuracy": 1, "eval_winrate": 1, "cut_tables": 1,
+                     "all": 1}
+    assert "method=ilf_dpo" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_full_tier_dag_builds(tmp_path):
+    res = smk(tmp_path, "-n", "--config", "tier=full")
+    assert res.returncode == 0, res.stderr[-3000:]
+    stats = job_stats(res.stdout + res.stderr)
+    # 2 bases × 5 methods offline + 5 online iterations on the chat base; 13B models from the hub
+    assert stats["cut_train"] == 15 and stats["cut_shepherd"] == 1 and stats["cut_reference"] == 1
+    assert stats["base_model"] == 2
+
+
+def test_bad_config_fails_fast_naming_the_key(tmp_path):
+    res = smk(tmp_path, "-n", "--config", "tier=ci", "cut={train: {learning_rate: fast}}")
+    assert res.returncode != 0
+    assert "cut.train.learning_rate" in res.stdout + res.stderr
