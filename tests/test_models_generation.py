@@ -76,3 +76,12 @@ def test_openai_backend_against_loopback(server):  # noqa: F811
     backend = OpenAIBackend("served-model", base_url=server.url)
     assert backend.generate(["Capital of France?"], 16) == ["Paris."]
     assert server.requests[-1]["body"]["max_tokens"] == 16
+
+
+def test_outputs_are_cut_at_the_template_markers():
+    from alignrepro.generation import TEMPLATE_STOPS, cut_at_stop
+
+    text = "The answer is 12.\n\n### Instruction:\nA bat and a ball cost $1.10."
+    assert cut_at_stop(text, TEMPLATE_STOPS["alpaca"]) == "The answer is 12."
+    assert cut_at_stop("  no marker here ", TEMPLATE_STOPS["alpaca"]) == "no marker here"
+    assert cut_at_stop("a ### Response: b", TEMPLATE_STOPS["alpaca"]) == "a"

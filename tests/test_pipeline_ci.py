@@ -64,7 +64,7 @@ def test_tables_are_well_formed_with_provenance(ci_run):
 @pytest.mark.slow
 def test_wandb_offline_runs_logged_cut_metrics(ci_run):
     runs = sorted((ci_run / "results/cut/ci/wandb/wandb").glob("offline-run-*"))
-    assert len(runs) == 6  # fp, hindsight, ilf_mle, ilf_dpo, cut (= iteration 1), cut_iter2
+    assert len(runs) == 7  # fp, hindsight, ilf_mle, ilf_dpo, cut (= iteration 1), cut_iter2, the tables
     meta = json.loads((ci_run / "results/cut/ci/models/ci-random-llama/cut/model.json").read_text())
     logged = meta["log_history"][0]
     assert {"mle", "ul", "detected_ratio", "learning_rate", "loss"} <= set(logged)

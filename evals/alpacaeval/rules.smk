@@ -34,4 +34,4 @@ rule eval_winrate:
     shell:
         "{PY} -m alignrepro.evals.alpacaeval.winrate --model-outputs {input.model} --reference-outputs "
         "{input.reference} --judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} "
-        "> {log} 2>&1"
+        "--tier {wildcards.tier} > {log} 2>&1"

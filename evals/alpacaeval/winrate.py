@@ -22,6 +22,7 @@ from alignrepro.io import atomic_write_json, sha256_file
 from alignrepro.judges import make_judge
 from alignrepro.judges.base import PairItem, PairwiseJudge
 from alignrepro.judges.cache import JudgmentCache, cached_preferences
+from alignrepro.provenance import provenance
 
 log = logging.getLogger(__name__)
 Z95 = 1.96
@@ -143,6 +144,13 @@ def evaluate(
     return result
 
 
+def _generator(path: str) -> str | None:
+    """The generating model's id, as the generation step recorded it in each record."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    return json.loads(first).get("meta", {}).get("generator") if first.strip() else None
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-outputs", required=True, help="JSONL of Record dicts with `output` (model under test)")
@@ -154,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--cache", default=None, help="SQLite judgment cache (shared by jobs)")
     ap.add_argument("--out", required=True, help="result JSON")
+    ap.add_argument("--tier", default="unknown", help="the tier, recorded in the provenance block")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -171,6 +180,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cache is not None:
         result["cache"] = {"path": str(cache.path), "hits": cache.hits, "misses": cache.misses}
         cache.close()
+    result["provenance"] = provenance(
+        tier=args.tier,
+        config=result["judge_config"],
+        judges={g: {"id": j.id, "prompt_hash": j.prompt_hash} for g, j in judges.items()},
+        model_outputs_generator=_generator(args.model_outputs),
+        reference_generator=_generator(args.reference_outputs),
+    )
     atomic_write_json(args.out, result)
     log.info(
         "win rate %s (95%% CI %s, n=%s) by %s -> %s",

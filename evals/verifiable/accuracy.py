@@ -14,6 +14,7 @@ from typing import Any
 from alignrepro.data.records import Record, load_records
 from alignrepro.io import atomic_write_json, sha256_file
 from alignrepro.judges.oracle import OracleJudge
+from alignrepro.provenance import provenance
 
 log = logging.getLogger(__name__)
 Z95 = 1.96
@@ -60,10 +61,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generations", required=True, help="JSONL of Record dicts with `output`")
     ap.add_argument("--out", required=True, help="result JSON")
+    ap.add_argument("--tier", default="unknown", help="the tier, recorded in the provenance block")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     result = accuracy(load_records(args.generations))
     result["inputs"] = {"generations": {"path": args.generations, "sha256": sha256_file(args.generations)}}
+    result["provenance"] = provenance(tier=args.tier, config={"judge": "oracle"}, judge_id=result.get("judge_id"))
     atomic_write_json(args.out, result)
     log.info(
         "accuracy %s%% (95%% CI %s, n=%d) by %s -> %s",

@@ -9,4 +9,4 @@ rule eval_accuracy:
     log:
         "results/{paper}/{tier}/logs/accuracy_{base}_{model_id}.log",
     shell:
-        "{PY} -m alignrepro.evals.verifiable.accuracy --generations {input} --out {output} > {log} 2>&1"
+        "{PY} -m alignrepro.evals.verifiable.accuracy --generations {input} --out {output} --tier {wildcards.tier} > {log} 2>&1"

@@ -181,11 +181,37 @@ def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> None
     fig.savefig(path, dpi=110)
 
 
+def log_to_wandb(wandb_cfg: dict[str, Any], root: Path, tier: str, tables: dict[str, list[dict]], prov: dict) -> None:
+    """Each evaluation logs its tables as a W&B run of its own (offline unless configured otherwise)."""
+    if wandb_cfg["mode"] == "disabled":
+        return
+    import pandas as pd
+    import wandb
+
+    (root / "wandb").mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=wandb_cfg["project"],
+        group=f"cut-{tier}",
+        name=f"cut-{tier}-tables",
+        job_type="eval",
+        dir=str(root / "wandb"),
+        mode=wandb_cfg["mode"],
+        config={"provenance": prov},
+    )
+    for name, rows in tables.items():
+        frame = pd.DataFrame(
+            [{k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()} for r in rows]
+        )
+        run.log({name: wandb.Table(dataframe=frame)})
+    run.finish()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m alignrepro.methods.cut.aggregate", description=__doc__)
     p.add_argument("--spec-json", required=True, help="tier, bases, methods, iterations, model folders (from rules)")
     p.add_argument("--reported", type=Path, required=True, help="methods/cut/reported.yaml")
     p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--wandb-json", default='{"mode": "disabled", "project": "alignrepro"}', help="W&B settings")
     args = p.parse_args(argv)
     spec = json.loads(args.spec_json)
     out = args.out_dir
@@ -249,6 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_text(out / "table6_online.md", "\n".join(t6))
     atomic_write_text(out / "reported.md", "# CUT: all reported tables (as reported)\n\n" + reported_md(reported))
     plot(offline, online, out / "cut_results.png")
+    log_to_wandb(
+        json.loads(args.wandb_json),
+        Path(spec["root"]),
+        spec["tier"],
+        {"table2_offline": flat, "table6_online": online},
+        prov,
+    )
 
     best = max(flat, key=lambda r: r["accuracy"] or 0)
     base_row = offline[spec["bases"][0]][0]

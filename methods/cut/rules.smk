@@ -230,7 +230,7 @@ rule cut_tables:
         f"{CUT_R}/logs/tables.log",
     shell:
         "{PY} -m alignrepro.methods.cut.aggregate --spec-json {params.spec:q} --reported {input.reported} "
-        "--out-dir {CUT_R}/tables > {log} 2>&1 && cat {output.summary}"
+        "--out-dir {CUT_R}/tables --wandb-json {CUT_WANDB:q} > {log} 2>&1 && cat {output.summary}"
 
 
 PAPER_TARGETS["cut"] = rules.cut_tables.output

@@ -30,6 +30,18 @@ log = logging.getLogger("cut.train")
 METHODS = ("cut", "fp", "hindsight", "ilf_mle", "ilf_dpo")
 
 
+def _trl_trainer(trainer_cls, args, rows: list[dict], model, tok, lora: dict[str, Any]):
+    """A TRL trainer on a LoRA adapter (for DPO the adapter-disabled base is the reference: no second copy)."""
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=lora_config(lora),
+    )
+    return trainer, {"n_examples": len(rows)}
+
+
 def build_trainer(method: str, model, tok, triplets, refinements, cfg: dict[str, Any], kwargs: dict[str, Any]):
     train = cfg["train"]
     if method == "cut":
@@ -72,14 +84,7 @@ def build_trainer(method: str, model, tok, triplets, refinements, cfg: dict[str,
             truncation_mode="keep_end",
             precompute_ref_log_probs=False,
         )
-        trainer = DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tok,
-            peft_config=lora_config(train["lora"]),
-        )
-        return trainer, {"n_examples": len(rows)}
+        return _trl_trainer(DPOTrainer, args, rows, model, tok, train["lora"])
     from trl import SFTConfig, SFTTrainer
 
     rows = {
@@ -90,14 +95,7 @@ def build_trainer(method: str, model, tok, triplets, refinements, cfg: dict[str,
     args = SFTConfig(
         **kwargs, max_length=train["max_length"], completion_only_loss=True, packing=False, dataset_num_proc=None
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        peft_config=lora_config(train["lora"]),
-    )
-    return trainer, {"n_examples": len(rows)}
+    return _trl_trainer(SFTTrainer, args, rows, model, tok, train["lora"])
 
 
 def main(argv: list[str] | None = None) -> None:
