@@ -112,6 +112,7 @@ class HFBackend:
             "n_tokens": n_tokens,
             "seconds": round(elapsed, 2),
             "tokens_per_s": round(n_tokens / max(elapsed, 1e-9), 2),
+            "dtype": str(self.model.dtype).removeprefix("torch."),  # fp32 vs bf16 was chosen for this machine
         }
         return [outputs[i] for i in range(len(prompts))]
 
