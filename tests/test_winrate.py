@@ -132,3 +132,17 @@ def test_winrate_cli_rejects_bad_inputs(tmp_path):
 def test_cli_help(module):
     r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--out" in r.stdout
+
+
+def test_identical_outputs_are_ties_without_asking_the_judge():
+    from alignrepro.judges.base import PairItem
+
+    class Exploding:
+        id, prompt_hash, heuristic = "boom", "none", False
+
+        def preferences(self, items):
+            raise AssertionError(f"judge called on {len(items)} identical pairs")
+
+    items = [PairItem("q", "same answer", "same answer "), PairItem("q2", "x", "x")]
+    res = winrate.evaluate(items, {"all": Exploding()}, ["all", "all"])
+    assert res["win_rate"] == 50.0 and res["groups"]["all"]["n_identical"] == 2

@@ -113,14 +113,20 @@ def evaluate(
     result: dict[str, Any] = {"groups": {}}
     for name, judge in judges.items():
         idx = [i for i, g in enumerate(groups_of) if g == name]
-        sub = [items[i] for i in idx]
-        got = cached_preferences(judge, sub, cache) if cache is not None else judge.preferences(sub)
-        for i, p in zip(idx, got, strict=True):
+        # Identical outputs are a tie by definition (both-order averaging gives exactly 1.5 too): don't judge them.
+        same = [i for i in idx if items[i].output_1.strip() == items[i].output_2.strip()]
+        todo = [i for i in idx if i not in set(same)]
+        sub = [items[i] for i in todo]
+        judged = (cached_preferences(judge, sub, cache) if cache is not None else judge.preferences(sub)) if sub else []
+        for i, p in zip(todo, judged, strict=True):
             prefs[i] = float(p)
+        for i in same:
+            prefs[i] = 1.5
+        got = [prefs[i] for i in idx]
         info = {"judge_id": judge.id, "prompt_hash": judge.prompt_hash, "heuristic": bool(judge.heuristic)}
         if getattr(judge, "stats", None) is not None:
             info["usage"] = judge.stats
-        result["groups"][name] = info | {"n": len(idx)} | compute_winrate(got)
+        result["groups"][name] = info | {"n": len(idx), "n_identical": len(same)} | compute_winrate(got)
         log.info(
             "group %s: win rate %s over %d items, judge %s",
             name,
