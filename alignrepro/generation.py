@@ -54,8 +54,15 @@ class GenerationBackend(Protocol):
 class HFBackend:
     """Batched greedy generation, left-padded, longest prompts first (less padding), with tokens/s logged."""
 
-    def __init__(self, model_ref: str | Path, dtype: torch.dtype, batch_size: int = 16, min_new_tokens: int = 0,
-        temperature: float = 0.0, seed: int = 0, stop: list[str] | None = None,
+    def __init__(
+        self,
+        model_ref: str | Path,
+        dtype: torch.dtype,
+        batch_size: int = 16,
+        min_new_tokens: int = 0,
+        temperature: float = 0.0,
+        seed: int = 0,
+        stop: list[str] | None = None,
     ):
         from alignrepro.models import load_model, load_tokenizer, model_identity
 

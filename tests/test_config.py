@@ -46,3 +46,9 @@ def test_unknown_tier_is_rejected():
 def test_bad_wheel_hash_is_rejected():
     with pytest.raises(ConfigError, match="models.smollm2-135m-instruct.gguf_sha256"):
         resolve_config({"tier": "tiny", "models": {"smollm2-135m-instruct": {"gguf_sha256": "abc"}}})
+
+
+def test_dotted_keys_override_one_value():
+    cfg = resolve_config({"tier": "ci", "cut.dpo.beta": 0.3, "cut.cut.threshold": 1.2})
+    assert cfg["cut"]["dpo"]["beta"] == 0.3 and cfg["cut"]["cut"]["threshold"] == 1.2
+    assert cfg["cut"]["cut"]["weight_unlike"] == 1.0 and cfg["cut"]["train"]["lora"]["r"] == 16

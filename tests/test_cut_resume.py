@@ -14,9 +14,17 @@ from alignrepro.methods.cut.trainer import CUTTrainer
 
 
 def _triplets(tmp_path, n=8):
-    recs = [Record(id=f"t{i}", instruction=f"What is {i} plus {i + 2}?", output=f"The answer is {2 * i + 3}.",
-                   judgment=f"The response is incorrect. The final answer should be {2 * i + 2}, not {2 * i + 3}.",
-                   task="arithmetic", reference=str(2 * i + 2)) for i in range(n)]
+    recs = [
+        Record(
+            id=f"t{i}",
+            instruction=f"What is {i} plus {i + 2}?",
+            output=f"The answer is {2 * i + 3}.",
+            judgment=f"The response is incorrect. The final answer should be {2 * i + 2}, not {2 * i + 3}.",
+            task="arithmetic",
+            reference=str(2 * i + 2),
+        )
+        for i in range(n)
+    ]
     path = tmp_path / "triplets.jsonl"
     save_records(path, recs)
     return path, recs
@@ -27,8 +35,23 @@ def _args(ci_model, triplets, out, method="cut", cfg_update=None, extra=()):
     train = {**cfg["train"], "per_device_batch_size": 1, "grad_accum": 1, "save_steps": 1}
     payload = {"train": train, "cut": {**cfg["cut"], "threshold": 1.0}, "dpo": cfg["dpo"], "dtype": "float32"}
     payload.update(cfg_update or {})
-    return ["--method", method, "--base-model", str(ci_model), "--triplets", str(triplets),
-            "--config-json", json.dumps(payload), "--name", f"test-{method}", "--tier", "ci", "--out", str(out), *extra]
+    return [
+        "--method",
+        method,
+        "--base-model",
+        str(ci_model),
+        "--triplets",
+        str(triplets),
+        "--config-json",
+        json.dumps(payload),
+        "--name",
+        f"test-{method}",
+        "--tier",
+        "ci",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_resume_after_crash(ci_model, tmp_path, monkeypatch):

