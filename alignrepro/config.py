@@ -42,24 +42,25 @@ def _load_yaml(path: Path) -> dict:
     return data
 
 
-def expand_dotted(user: dict[str, Any]) -> dict[str, Any]:
-    """`--config cut.dpo.beta=0.2` arrives as the key "cut.dpo.beta"; nest it, so that it overrides one value
-    (Snakemake's own `--config cut={...}` replaces the whole `cut` tree)."""
-    out: dict[str, Any] = {}
-    for key, value in user.items():
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config key '{key}': '{part}' is a value, not a section")
-        node[parts[-1]] = deep_merge(node[parts[-1]], value) if isinstance(node.get(parts[-1]), dict) else value
-    return out
+def coerce_scalars(value: Any) -> Any:
+    """Snakemake parses nested `--config cut='{dpo: {beta: 0.2}}'` values as strings; read them as YAML scalars
+    (as it does for top-level values), so `0.2` is a number and `true` a boolean before validation."""
+    if isinstance(value, dict):
+        return {k: coerce_scalars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_scalars(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, int | float | bool) or parsed is None and value.strip() == "null" else value
+    return value
 
 
 def resolve_config(user: dict[str, Any], config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
     """Merge the tier preset under the user's values and validate the result against config/schema.yaml."""
-    user = expand_dotted(user)
+    user = coerce_scalars(user)
     tier = user.get("tier", "tiny")
     if tier not in TIERS:
         raise ConfigError(

@@ -142,9 +142,13 @@ class OpenAIBackend:
         self.id = f"openai:{model}"
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        return self.generate_chat([[{"role": "user", "content": p}] for p in prompts], max_new_tokens)
+
+    def generate_chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+        """Chat messages as they are (a system prompt stays a system message)."""
         return [
-            self.client.chat([{"role": "user", "content": p}], max_tokens=max_new_tokens)["text"].strip()
-            for p in tqdm(prompts, desc="generate", unit="prompt")
+            self.client.chat(messages, max_tokens=max_new_tokens)["text"].strip()
+            for messages in tqdm(conversations, desc="generate", unit="prompt")
         ]
 
 

@@ -48,7 +48,9 @@ def test_bad_wheel_hash_is_rejected():
         resolve_config({"tier": "tiny", "models": {"smollm2-135m-instruct": {"gguf_sha256": "abc"}}})
 
 
-def test_dotted_keys_override_one_value():
-    cfg = resolve_config({"tier": "ci", "cut.dpo.beta": 0.3, "cut.cut.threshold": 1.2})
-    assert cfg["cut"]["dpo"]["beta"] == 0.3 and cfg["cut"]["cut"]["threshold"] == 1.2
+def test_nested_cli_strings_are_read_as_scalars_and_merged():
+    # what Snakemake passes for --config 'cut={dpo: {beta: 0.3}, cut: {keep_error_judgments: "true"}}'
+    cfg = resolve_config({"tier": "ci", "cut": {"dpo": {"beta": "0.3"}, "cut": {"keep_error_judgments": "true"}}})
+    assert cfg["cut"]["dpo"]["beta"] == 0.3 and cfg["cut"]["cut"]["keep_error_judgments"] is True
     assert cfg["cut"]["cut"]["weight_unlike"] == 1.0 and cfg["cut"]["train"]["lora"]["r"] == 16
+    assert cfg["cut"]["online_base"] == "ci-random-llama"  # a string stays a string

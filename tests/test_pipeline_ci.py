@@ -79,7 +79,7 @@ def test_second_run_is_a_noop(ci_run):
 
 @pytest.mark.slow
 def test_one_hyperparameter_reruns_only_its_row(ci_run):
-    res = smk(ci_run, "-n", "--config", "tier=ci", "cut.dpo.beta=0.25")
+    res = smk(ci_run, "-n", "--config", "tier=ci", "cut={dpo: {beta: 0.25}}")
     assert res.returncode == 0, res.stderr[-3000:]
     stats = job_stats(res.stdout + res.stderr)
     assert stats == {
@@ -104,6 +104,6 @@ def test_full_tier_dag_builds(tmp_path):
 
 
 def test_bad_config_fails_fast_naming_the_key(tmp_path):
-    res = smk(tmp_path, "-n", "--config", "tier=ci", "cut.train.learning_rate=fast")
+    res = smk(tmp_path, "-n", "--config", "tier=ci", "cut={train: {learning_rate: fast}}")
     assert res.returncode != 0
     assert "cut.train.learning_rate" in res.stdout + res.stderr

@@ -165,7 +165,8 @@ def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> None
         axes[0].set_xticks(list(xs), [r["method"] for r in rows], rotation=25, ha="right")
     axes[0].set_ylabel("% (95% CI)")
     axes[0].set_title("Offline (Table 2 analogue)")
-    axes[0].legend(fontsize=8)
+    axes[0].set_ylim(0, 75)
+    axes[0].legend(fontsize=8, loc="upper left", ncol=2)
     its = list(range(len(online)))
     for key, color in (("accuracy", "tab:blue"), ("win_rate", "tab:orange")):
         vals = [r[key] or 0 for r in online]

@@ -92,19 +92,19 @@ class LMCritic:
         self.prompt_hash = sha256_text(CRITIC_SYSTEM + CRITIC_USER)
 
     def critique_many(self, records: list[Record]) -> list[str]:
-        tok = getattr(self.backend, "tokenizer", None)
-        prompts = []
-        for r in records:
-            messages = [
+        conversations = [
+            [
                 {"role": "system", "content": CRITIC_SYSTEM},
                 {"role": "user", "content": CRITIC_USER.format(instruction=r.prompt_text, response=r.output)},
             ]
-            prompts.append(
-                tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                if tok is not None
-                else json.dumps(messages)
-            )
-        return self.backend.generate(prompts, self.spec.get("max_new_tokens", 64))
+            for r in records
+        ]
+        n_tokens = self.spec.get("max_new_tokens", 64)
+        if hasattr(self.backend, "generate_chat"):  # an API: send the messages as they are
+            return self.backend.generate_chat(conversations, n_tokens)
+        tok = self.backend.tokenizer  # in-process: render with the critic model's own chat template
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        return self.backend.generate(prompts, n_tokens)
 
 
 def judge(responses: list[Record], critics: dict[str, Any]) -> list[Record]:
