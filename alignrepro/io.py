@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
