@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from alignrepro.io import atomic_write_json, read_json, sha256_dir, sha256_file
+from alignrepro.provenance import all_cpu_flags
 
 log = logging.getLogger(__name__)
 WHEEL_CACHE = Path(os.environ.get("ALIGNREPRO_WHEEL_CACHE", Path(__file__).resolve().parents[1] / ".cache/wheels"))
@@ -41,16 +42,8 @@ def choose_dtype(preference: str = "auto") -> torch.dtype:
         return torch.bfloat16
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    native = {"avx512_bf16", "amx_bf16"} & set(cpu_flags_all())
+    native = {"avx512_bf16", "amx_bf16"} & set(all_cpu_flags())
     return torch.bfloat16 if native else torch.float32
-
-
-def cpu_flags_all() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    return next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
 
 
 # ---------------------------------------------------------------------------------------------------- preparing

@@ -55,14 +55,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def cpu_flags() -> list[str]:
-    """The CPU features that decide fp32 vs bf16 speed (recorded with every number)."""
+def all_cpu_flags() -> list[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c")))
+    return next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide fp32 vs bf16 speed (recorded with every number)."""
+    return sorted(f for f in all_cpu_flags() if f.startswith(("avx", "amx", "fma", "f16c")))
 
 
 def provenance(*, tier: str, config: dict[str, Any], seed: int | None = None, **extra: Any) -> dict[str, Any]:

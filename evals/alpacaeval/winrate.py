@@ -114,8 +114,8 @@ def evaluate(
     for name, judge in judges.items():
         idx = [i for i, g in enumerate(groups_of) if g == name]
         # Identical outputs are a tie by definition (both-order averaging gives exactly 1.5 too): don't judge them.
-        same = [i for i in idx if items[i].output_1.strip() == items[i].output_2.strip()]
-        todo = [i for i in idx if i not in set(same)]
+        same = {i for i in idx if items[i].output_1.strip() == items[i].output_2.strip()}
+        todo = [i for i in idx if i not in same]
         sub = [items[i] for i in todo]
         judged = (cached_preferences(judge, sub, cache) if cache is not None else judge.preferences(sub)) if sub else []
         for i, p in zip(todo, judged, strict=True):

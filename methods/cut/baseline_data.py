@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from alignrepro.data.records import Record
+from alignrepro.methods.cut.examples import is_error_judgment
 from alignrepro.methods.cut.templates import judge_prompt, plain_prompt
 
-ERROR_JUDGMENT = "$ERROR$"
 # Forward Prediction conditions the judgment on (x, y); the paper gives no template, so we use its AI-judge
 # template (Fig. 9) without the Yes/No decision.
 FP_TEMPLATE = (
@@ -28,9 +28,9 @@ def select_triplets(
     """The official code's selection: drop failed judgments, keep int(ratio × #negatives) random positives.
     Every method of a table trains on exactly this selection."""
     usable = [r for r in records if r.output is not None and r.judgment is not None]
-    errors = [r for r in usable if r.judgment.strip() == ERROR_JUDGMENT]
+    errors = [r for r in usable if is_error_judgment(r.judgment)]
     if not keep_error_judgments:
-        usable = [r for r in usable if r.judgment.strip() != ERROR_JUDGMENT]
+        usable = [r for r in usable if not is_error_judgment(r.judgment)]
     positives = [r for r in usable if r.is_positive]
     negatives = [r for r in usable if not r.is_positive]
     kept = positives
