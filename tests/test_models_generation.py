@@ -10,6 +10,7 @@ import torch
 from test_openai_client import completion, server  # noqa: F401  (loopback fixture)
 
 from alignrepro import models
+from alignrepro.data import packages
 from alignrepro.data.records import Record
 from alignrepro.generation import HFBackend, OpenAIBackend, format_prompt
 from alignrepro.io import read_json, sha256_file
@@ -43,7 +44,7 @@ def _fake_wheel(cache: Path, member_bytes: bytes) -> Path:
 
 
 def test_pinned_hashes_are_enforced(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "WHEEL_CACHE", tmp_path)
+    monkeypatch.setattr(packages, "WHEEL_CACHE", tmp_path)
     wheel = _fake_wheel(tmp_path, b"not really a gguf")
     spec = {
         "source": "gguf_wheels",

@@ -58,6 +58,7 @@ def make_judge(spec: dict[str, Any]) -> PairwiseJudge:
 
         _check_keys(spec, OpenAIChatClient.__init__, OpenAIPairwiseJudge.__init__)
         prompt = kw.pop("prompt", "alpaca_eval_gpt4")
+        grade_max_tokens = kw.pop("grade_max_tokens", 2048)
         kw.setdefault("base_url", None)
-        return OpenAIPairwiseJudge(OpenAIChatClient(**kw), prompt=prompt)
+        return OpenAIPairwiseJudge(OpenAIChatClient(**kw), prompt=prompt, grade_max_tokens=grade_max_tokens)
     raise ValueError(f"unknown judge backend {backend!r} in key 'backend'; allowed values: {', '.join(BACKENDS)}")

@@ -1,12 +1,17 @@
-"""In-process Hugging Face judge: AlpacaEval 2's classifier prompt, scored by next-token log-probabilities.
+"""In-process Hugging Face judge, scored by next-token probabilities instead of generated text.
 
-Small judges rarely follow an output format, so instead of generating we compare P("m") and P("M") (the labels of
-output_1 / output_2 in the prompt) at the first answer position, and judge both orders (see `both_orders`).
+Small judges rarely follow an output format, so:
+- pairwise (AlpacaEval 2's classifier prompt): compare P("m") and P("M"), the labels of output_1 / output_2, at the
+  first answer position, in both orders (see `both_orders`);
+- `rate` (MT-Bench single-answer grading): the answer is prefilled with "Rating: [[" and the score is the expected
+  rating over the rating tokens ("10" = "1" followed by "0", read with one more cached decoding step);
+- `choose` (MT-Bench pairwise): prefilled with "[[", the verdict is the expectation over "A" / "B" / "C" (tie).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -19,6 +24,8 @@ log = logging.getLogger(__name__)
 
 ANNOTATOR = "alpaca_eval_clf_gpt4_turbo"  # its prompt asks for "m" (output_1) or "M" (output_2)
 LABELS = ("m", "M")
+RATING_PREFIX = "Rating: [["  # MT-Bench's own example answer format
+VERDICT_PREFIX = "[["
 
 
 def weights_sha256(model_dir: str | Path) -> str:
@@ -53,11 +60,19 @@ class LocalLogprobJudge:
         self.messages = template_to_messages(self.template)
         self.id = f"local:{self.model_dir.resolve().name}:{weights_sha256(self.model_dir)[:12]}"
         self.prompt_hash = sha256_text(self.template)
-        self.settings = {"max_length": self.max_length, "dtype": str(dtype), "labels": list(LABELS)}
+        self.settings = {
+            "max_length": self.max_length,
+            "dtype": str(dtype),
+            "labels": list(LABELS),
+            "prefixes": [RATING_PREFIX, VERDICT_PREFIX],
+        }
         self.label_ids = [self._label_id(label) for label in LABELS]
         if self.label_ids[0] == self.label_ids[1]:
             raise ValueError(f"{self.id}: labels {LABELS} map to the same token {self.label_ids[0]}")
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id or 0
+        # Tokens that can close a rating right after "1" ("]]", "]"): the alternative to "10".
+        self.close_ids = sorted({self.tok.encode(t, add_special_tokens=False)[0] for t in ("]]", "]")})
+        self.n_truncated = 0
 
     def _label_id(self, label: str) -> int:
         ids = self.tok.encode(label, add_special_tokens=False)
@@ -101,22 +116,94 @@ class LocalLogprobJudge:
         log.warning("judge prompt still longer than %d tokens; keeping its last tokens", self.max_length)
         return ids[-self.max_length :]
 
+    def _batches(self, seqs: list[list[int]]):
+        for start in tqdm(range(0, len(seqs), self.batch_size), desc=f"judge {self.id}", unit="batch", leave=False):
+            batch = seqs[start : start + self.batch_size]
+            width = max(len(s) for s in batch)
+            # Left padding: the last position of every row is the answer position.
+            input_ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in batch], device=self.device)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch], device=self.device)
+            yield input_ids, mask
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, use_cache: bool = False):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # so padded rows see the same positions as unpadded ones
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+
     @torch.inference_mode()
     def _score(self, items: list[PairItem]) -> list[float]:
         """One order: 1 + P(output_2's label), normalized over the two labels."""
         out: list[float] = []
-        batches = range(0, len(items), self.batch_size)
-        for start in tqdm(batches, desc=f"judge {self.id}", unit="batch", leave=False):
-            seqs = [self.encode(it) for it in items[start : start + self.batch_size]]
-            width = max(len(s) for s in seqs)
-            # Left padding: the last position of every row is the answer position.
-            input_ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in seqs], device=self.device)
-            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # so padded rows see the same positions as unpadded ones
-            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits[:, -1, :]
+        for input_ids, mask in self._batches([self.encode(it) for it in items]):
+            logits = self._forward(input_ids, mask).logits[:, -1, :]
             pair = torch.log_softmax(logits.float(), dim=-1)[:, self.label_ids]
             out += (1.0 + torch.softmax(pair, dim=-1)[:, 1]).tolist()
         return out
 
     def preferences(self, items: list[PairItem]) -> list[float]:
         return both_orders(self._score, items)
+
+    # --- prompts rendered by a benchmark (alignrepro.judges.grading) ----------------------------------------------
+    def _encode_messages(self, messages: list[dict[str, str]], prefix: str) -> list[int]:
+        if self.tok.chat_template:
+            try:
+                text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except Exception:  # a template without a system role: fold everything into the user turn
+                merged = [{"role": "user", "content": "\n\n".join(m["content"] for m in messages)}]
+                text = self.tok.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        else:
+            text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+        ids = self.tok.encode(text + prefix, add_special_tokens=False)
+        if len(ids) > self.max_length:
+            # Keep the judge's instructions (head) and the answer slot (tail); the middle is the longest content.
+            self.n_truncated += 1
+            log.warning("judge prompt of %d tokens cut to %d (middle removed)", len(ids), self.max_length)
+            head = self.max_length // 2
+            ids = ids[:head] + ids[len(ids) - (self.max_length - head) :]
+        return ids
+
+    def _token(self, text: str) -> int:
+        ids = self.tok.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"{self.id}: {text!r} is {len(ids)} tokens; constrained grading needs one token each")
+        return ids[0]
+
+    @torch.inference_mode()
+    def rate(self, prompts: list[list[dict[str, str]]], scale: tuple[int, int] = (1, 10)) -> list[float]:
+        """Expected rating over the scale's tokens after the prefilled "Rating: [[" (no NaN: nothing to parse)."""
+        lo, hi = scale
+        if not 0 <= lo < hi <= 10:
+            raise ValueError(f"rating scale {scale} unsupported: ratings must be 0..10")
+        digit = {r: self._token(str(r)) for r in range(lo, min(hi, 9) + 1)}
+        ten = hi == 10
+        out: list[float] = []
+        for input_ids, mask in self._batches([self._encode_messages(m, RATING_PREFIX) for m in prompts]):
+            res = self._forward(input_ids, mask, use_cache=ten)
+            probs = torch.softmax(res.logits[:, -1, :].float(), dim=-1)
+            p = {r: probs[:, i] for r, i in digit.items()}
+            if ten:
+                # P("10") = P("1") * P("0" | "1"), against "1" followed by the closing bracket.
+                one = torch.full((input_ids.shape[0], 1), digit[1], device=self.device)
+                mask2 = torch.cat([mask, torch.ones_like(one)], dim=1)
+                pos = mask2.sum(-1, keepdim=True) - 1
+                nxt = self.model(
+                    input_ids=one, attention_mask=mask2, position_ids=pos, past_key_values=res.past_key_values
+                )
+                q = torch.softmax(nxt.logits[:, -1, :].float(), dim=-1)
+                zero, close = q[:, self._token("0")], q[:, self.close_ids].sum(-1)
+                share10 = zero / (zero + close).clamp_min(1e-12)
+                p[10], p[1] = p[1] * share10, p[1] * (1 - share10)
+            total = sum(p.values()).clamp_min(1e-12)
+            out += (sum(r * v for r, v in p.items()) / total).tolist()
+        return out
+
+    @torch.inference_mode()
+    def choose(self, prompts: list[list[dict[str, str]]]) -> list[float]:
+        """Expected verdict over "A" (1.0), "B" (2.0), "C" (tie, 1.5) after a prefilled "[["; one order."""
+        ids = [self._token(x) for x in ("A", "B", "C")]
+        value = torch.tensor([1.0, 2.0, 1.5], device=self.device)
+        out: list[float] = []
+        for input_ids, mask in self._batches([self._encode_messages(m, VERDICT_PREFIX) for m in prompts]):
+            probs = torch.softmax(self._forward(input_ids, mask).logits[:, -1, :].float(), dim=-1)[:, ids]
+            pref = (probs * value).sum(-1) / probs.sum(-1).clamp_min(1e-12)
+            out += [v if math.isfinite(v) else math.nan for v in pref.tolist()]
+        return out

@@ -18,6 +18,7 @@ from typing import Any
 
 from alignrepro.io import sha256_text
 from alignrepro.judges.base import PairItem, both_orders, load_annotator, render_messages, template_to_messages
+from alignrepro.judges.grading import parse_rating, parse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,9 @@ def parse_ranking(text: str) -> float:
 class OpenAIPairwiseJudge:
     heuristic = False
 
-    def __init__(self, client: OpenAIChatClient, prompt: str = "alpaca_eval_gpt4") -> None:
+    def __init__(
+        self, client: OpenAIChatClient, prompt: str = "alpaca_eval_gpt4", grade_max_tokens: int = 2048
+    ) -> None:
         self.client = client
         self.template, cfg = load_annotator(prompt)
         if cfg.get("fn_completion_parser") != "ranking_parser":
@@ -202,7 +205,13 @@ class OpenAIPairwiseJudge:
         self.messages = template_to_messages(self.template)
         self.id = f"openai:{client.model}"
         self.prompt_hash = sha256_text(self.template)
-        self.settings = {"annotator": prompt, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        self.grade_max_tokens = int(grade_max_tokens)
+        self.settings = {
+            "annotator": prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "grade_max_tokens": self.grade_max_tokens,
+        }
 
     def _one_order(self, items: list[PairItem]) -> list[float]:
         out = []
@@ -216,6 +225,19 @@ class OpenAIPairwiseJudge:
 
     def preferences(self, items: list[PairItem]) -> list[float]:
         return both_orders(self._one_order, items)
+
+    # --- prompts rendered by a benchmark (alignrepro.judges.grading); FastChat's judge decodes greedily ----------
+    def _texts(self, prompts: list[list[dict[str, str]]]) -> list[str]:
+        return [self.client.chat(m, self.grade_max_tokens, 0.0)["text"] for m in prompts]
+
+    def rate(self, prompts: list[list[dict[str, str]]], scale: tuple[int, int] = (1, 10)) -> list[float]:
+        out = [parse_rating(t, scale) for t in self._texts(prompts)]
+        if any(v != v for v in out):
+            log.warning("%s: %d of %d answers had no [[rating]]", self.id, sum(v != v for v in out), len(out))
+        return out
+
+    def choose(self, prompts: list[list[dict[str, str]]]) -> list[float]:
+        return [parse_verdict(t) for t in self._texts(prompts)]
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -24,6 +24,13 @@ class OracleJudge:
             self._prompt_hash = "checker:" + sha256_file(inspect.getfile(_verifiable().is_correct))[:16]
         return self._prompt_hash
 
+    settings: dict = {}
+
+    def rate(self, prompts: list, scale: tuple[int, int] = (1, 10)) -> list[float]:
+        raise NotImplementedError("the oracle judge only compares answers to verifiable tasks; it cannot grade prompts")
+
+    choose = rate
+
     def preferences(self, items: list[PairItem]) -> list[float]:
         is_correct = _verifiable().is_correct
         out = []

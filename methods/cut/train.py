@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         args.name,
         {
             "method": args.method,
+            "prompt_template": "alpaca",  # CUT trains (and evaluates) every model in the Alpaca format
             "train_metrics": result.metrics,
             "log_history": history,
             "selection": selection,
