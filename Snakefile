@@ -28,6 +28,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 PAPER_TARGETS = {}
 EVAL_REFERENCE = {}
 EVAL_JUDGE = {}
+# Every model the workflow trains, for the shared benchmarks (evals/shared.smk): key "<group>/<name>" ->
+# {"dir": model folder, "base": registry base model, "paper": ..., "method": ...}. Base models are added below.
+SHARED_MODELS = {}
+
+
+def register_shared_model(key, model_dir, base, paper, method):
+    SHARED_MODELS[key] = {"dir": model_dir, "base": base, "paper": paper, "method": method}
+    base_key = f"base/{base}"
+    if base_key not in SHARED_MODELS:  # every trained model's base is on the board too (and is its reference)
+        SHARED_MODELS[base_key] = {"dir": f"results/models/{base}", "base": base, "paper": "-", "method": "base"}
 
 
 def as_json(obj):
@@ -38,9 +48,11 @@ include: "rules/models.smk"
 include: "methods/cut/rules.smk"
 include: "evals/verifiable/rules.smk"
 include: "evals/alpacaeval/rules.smk"
+include: "evals/shared.smk"  # after the papers: it reads SHARED_MODELS
 
 
 rule all:
     default_target: True
     input:
         [PAPER_TARGETS[p] for p in config["papers"]],
+        rules.evals_leaderboard.output if config["evals"]["shared"] else [],

@@ -60,6 +60,17 @@ def format_conversation(template: str, messages: list[dict[str, str]], tokenizer
     raise ValueError(f"prompt template {template!r} has no multi-turn form (expected 'chat' or 'alpaca')")
 
 
+def resolve_template(template: str, model_dir: str | Path | None) -> str:
+    """ "auto" = the format the model was trained in (model.json); endpoints take chat messages as they are."""
+    if template != "auto":
+        return template
+    if model_dir is None:
+        return "chat"
+    from alignrepro.models import prompt_template
+
+    return prompt_template(model_dir)
+
+
 def answer_conversations(
     backend: Any, conversations: list[list[dict[str, str]]], template: str, max_new_tokens: int
 ) -> list[str]:

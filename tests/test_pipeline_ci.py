@@ -88,6 +88,13 @@ def test_one_hyperparameter_reruns_only_its_row(ci_run):
         "eval_accuracy": 1,
         "eval_winrate": 1,
         "cut_tables": 1,
+        # the shared benchmarks of that one model, and the leaderboard
+        "evals_respond": 1,
+        "evals_alpacaeval": 1,
+        "evals_mtbench": 1,
+        "evals_lmeval": 1,
+        "evals_safety": 1,
+        "evals_leaderboard": 1,
         "all": 1,
     }
     assert "method=ilf_dpo" in res.stdout + res.stderr
@@ -101,6 +108,9 @@ def test_full_tier_dag_builds(tmp_path):
     # 2 bases × 5 methods offline + 5 online iterations on the chat base; 13B models from the hub
     assert stats["cut_train"] == 15 and stats["cut_shepherd"] == 1 and stats["cut_reference"] == 1
     assert stats["base_model"] == 2
+    # every model (2 bases + 15 trained) on the shared benchmarks, with GPT-4 as judge (one card)
+    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17
+    assert stats["judge_card"] == 1 and stats["evals_leaderboard"] == 1
 
 
 def test_bad_config_fails_fast_naming_the_key(tmp_path):

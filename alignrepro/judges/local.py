@@ -117,27 +117,41 @@ class LocalLogprobJudge:
         return ids[-self.max_length :]
 
     def _batches(self, seqs: list[list[int]]):
+        """(row indices, input_ids, mask) batches of similar lengths (less padding); callers put results back."""
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         for start in tqdm(range(0, len(seqs), self.batch_size), desc=f"judge {self.id}", unit="batch", leave=False):
-            batch = seqs[start : start + self.batch_size]
+            idx = order[start : start + self.batch_size]
+            batch = [seqs[i] for i in idx]
             width = max(len(s) for s in batch)
             # Left padding: the last position of every row is the answer position.
             input_ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in batch], device=self.device)
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch], device=self.device)
-            yield input_ids, mask
+            yield idx, input_ids, mask
+
+    @staticmethod
+    def _place(n: int, parts: list[tuple[list[int], list[float]]]) -> list[float]:
+        out = [math.nan] * n
+        for idx, values in parts:
+            for i, v in zip(idx, values, strict=True):
+                out[i] = v
+        return out
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, use_cache: bool = False):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # so padded rows see the same positions as unpadded ones
-        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+        # logits_to_keep=1: only the answer position's logits (the 49k-vocab head over every position costs ~1/5).
+        return self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, logits_to_keep=1
+        )
 
     @torch.inference_mode()
     def _score(self, items: list[PairItem]) -> list[float]:
         """One order: 1 + P(output_2's label), normalized over the two labels."""
-        out: list[float] = []
-        for input_ids, mask in self._batches([self.encode(it) for it in items]):
+        parts = []
+        for idx, input_ids, mask in self._batches([self.encode(it) for it in items]):
             logits = self._forward(input_ids, mask).logits[:, -1, :]
             pair = torch.log_softmax(logits.float(), dim=-1)[:, self.label_ids]
-            out += (1.0 + torch.softmax(pair, dim=-1)[:, 1]).tolist()
-        return out
+            parts.append((idx, (1.0 + torch.softmax(pair, dim=-1)[:, 1]).tolist()))
+        return self._place(len(items), parts)
 
     def preferences(self, items: list[PairItem]) -> list[float]:
         return both_orders(self._score, items)
@@ -175,8 +189,8 @@ class LocalLogprobJudge:
             raise ValueError(f"rating scale {scale} unsupported: ratings must be 0..10")
         digit = {r: self._token(str(r)) for r in range(lo, min(hi, 9) + 1)}
         ten = hi == 10
-        out: list[float] = []
-        for input_ids, mask in self._batches([self._encode_messages(m, RATING_PREFIX) for m in prompts]):
+        parts = []
+        for idx, input_ids, mask in self._batches([self._encode_messages(m, RATING_PREFIX) for m in prompts]):
             res = self._forward(input_ids, mask, use_cache=ten)
             probs = torch.softmax(res.logits[:, -1, :].float(), dim=-1)
             p = {r: probs[:, i] for r, i in digit.items()}
@@ -193,17 +207,17 @@ class LocalLogprobJudge:
                 share10 = zero / (zero + close).clamp_min(1e-12)
                 p[10], p[1] = p[1] * share10, p[1] * (1 - share10)
             total = sum(p.values()).clamp_min(1e-12)
-            out += (sum(r * v for r, v in p.items()) / total).tolist()
-        return out
+            parts.append((idx, (sum(r * v for r, v in p.items()) / total).tolist()))
+        return self._place(len(prompts), parts)
 
     @torch.inference_mode()
     def choose(self, prompts: list[list[dict[str, str]]]) -> list[float]:
         """Expected verdict over "A" (1.0), "B" (2.0), "C" (tie, 1.5) after a prefilled "[["; one order."""
         ids = [self._token(x) for x in ("A", "B", "C")]
         value = torch.tensor([1.0, 2.0, 1.5], device=self.device)
-        out: list[float] = []
-        for input_ids, mask in self._batches([self._encode_messages(m, VERDICT_PREFIX) for m in prompts]):
+        parts = []
+        for idx, input_ids, mask in self._batches([self._encode_messages(m, VERDICT_PREFIX) for m in prompts]):
             probs = torch.softmax(self._forward(input_ids, mask).logits[:, -1, :].float(), dim=-1)[:, ids]
             pref = (probs * value).sum(-1) / probs.sum(-1).clamp_min(1e-12)
-            out += [v if math.isfinite(v) else math.nan for v in pref.tolist()]
-        return out
+            parts.append((idx, [v if math.isfinite(v) else math.nan for v in pref.tolist()]))
+        return self._place(len(prompts), parts)

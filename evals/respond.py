@@ -1,0 +1,90 @@
+"""One model answers every shared benchmark's prompts in one process (the model is loaded once):
+AlpacaEval instructions, MT-Bench's two turns, the safety pools. Each benchmark's answers go to its own file.
+
+CLI: `python -m alignrepro.evals.respond --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from alignrepro.data.records import load_records, save_records
+from alignrepro.evals.mtbench.answer import answer_questions
+from alignrepro.evals.mtbench.data import data_provenance, load_questions, select_questions
+from alignrepro.evals.safety.answer import answer_prompts, load_prompt_sets
+from alignrepro.generation import TEMPLATE_STOPS, answer_conversations, make_backend, resolve_template
+from alignrepro.io import atomic_write_json, sha256_file, write_jsonl
+from alignrepro.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m alignrepro.evals.respond", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="model folder (with model.json); not needed for an openai backend")
+    ap.add_argument("--alpacaeval-prompts", type=Path, required=True, help="JSONL of records (AlpacaEval instructions)")
+    ap.add_argument(
+        "--safety-prompts-dir", type=Path, required=True, help="folder from alignrepro.evals.safety.prompts"
+    )
+    ap.add_argument("--mtbench-per-category", type=int, default=None, help="MT-Bench questions per category (all: 10)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the MT-Bench subset")
+    ap.add_argument("--spec-json", default="{}", help='generation spec, e.g. {"max_new_tokens": 48, "batch_size": 16}')
+    ap.add_argument("--template", default="auto", help="auto = the format the model was trained in")
+    ap.add_argument("--out-dir", type=Path, required=True, help="writes alpacaeval.jsonl, mtbench.jsonl, safety.jsonl")
+    ap.add_argument("--tier", default="unknown")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    spec = json.loads(args.spec_json)
+    max_new = int(spec.pop("max_new_tokens", 256))
+    template = resolve_template(args.template, args.model)
+    if spec.get("backend", "hf") == "hf":
+        spec["stop"] = spec.get("stop", TEMPLATE_STOPS.get(template, []))
+    backend = make_backend(spec, args.model)
+    log.info("model %s answers in the %r format", backend.id, template)
+
+    records = load_records(args.alpacaeval_prompts)
+    texts = answer_conversations(
+        backend, [[{"role": "user", "content": r.prompt_text}] for r in records], template, max_new
+    )
+    for r, t in zip(records, texts, strict=True):
+        r.output, r.meta = t, {**r.meta, "generator": backend.id}
+    stats = {"alpacaeval": getattr(backend, "last_stats", {})}
+
+    questions = select_questions(load_questions(), args.mtbench_per_category, args.seed)
+    mt_rows = answer_questions(backend, questions, template, max_new)
+    stats["mtbench"] = getattr(backend, "last_stats", {})
+
+    safety_rows, manifest = load_prompt_sets(args.safety_prompts_dir)
+    safety = answer_prompts(backend, safety_rows, template, max_new)
+    stats["safety"] = getattr(backend, "last_stats", {})
+
+    out = args.out_dir
+    save_records(out / "alpacaeval.jsonl", records)
+    write_jsonl(out / "mtbench.jsonl", mt_rows)
+    write_jsonl(out / "safety.jsonl", safety)
+    atomic_write_json(
+        out / "respond.provenance.json",
+        provenance(
+            tier=args.tier,
+            config={**spec, "max_new_tokens": max_new, "template": template},
+            seed=args.seed,
+            model=getattr(backend, "identity", backend.id),
+            generator=backend.id,
+            template=template,
+            inputs={
+                "alpacaeval_prompts": sha256_file(args.alpacaeval_prompts),
+                "safety_manifest": sha256_file(args.safety_prompts_dir / "manifest.json"),
+                "mtbench": data_provenance(None) | {"question_ids": [q.question_id for q in questions]},
+            },
+            stats=stats,
+        ),
+    )
+    log.info("answers: %d AlpacaEval, %d MT-Bench, %d safety -> %s", len(records), len(mt_rows), len(safety), out)
+
+
+if __name__ == "__main__":
+    main()
