@@ -117,3 +117,25 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path):
     res = smk(tmp_path, "-n", "--config", "tier=ci", "cut={train: {learning_rate: fast}}")
     assert res.returncode != 0
     assert "cut.train.learning_rate" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
+    root = ci_run / "results/evals/ci"
+    rows = list(csv.DictReader((root / "leaderboard.csv").open()))
+    trained = ["fp", "hindsight", "ilf_mle", "ilf_dpo", "cut", "cut_iter2"]
+    assert sorted(r["model"] for r in rows) == sorted(["base/ci-random-llama"] + [f"cut/{m}" for m in trained])
+    for r in rows:
+        for col in ("alpacaeval_win_rate", "mtbench_score", "micro_mmlu_acc", "harmless_strmatch", "over_refusal"):
+            assert r[col] not in ("", "None"), (r["model"], col)
+        assert r["heuristic"] == "True" and r["tier"] == "ci"
+    md = (root / "leaderboard.md").read_text()
+    assert "HEURISTIC" in md and "(agr. 52%)" in md and "not available offline" in md  # arc_challenge: no data
+    card = json.loads((ci_run / "results/judges/heuristic.json").read_text())
+    assert card["heuristic"] and card["pairwise"]["n"] == 120 and card["provenance"]["labelled_set_sha256"]
+    for bench in ("alpacaeval", "mtbench", "lmeval", "safety"):
+        prov = json.loads((root / f"scores/cut/cut/{bench}.json").read_text())["provenance"]
+        assert prov["tier"] == "ci" and prov["git_commit"] and prov["config_hash"], bench
+    # each model answers in the format it was trained in
+    assert json.loads((root / "answers/cut/cut/respond.provenance.json").read_text())["template"] == "alpaca"
+    assert json.loads((root / "answers/base/ci-random-llama/respond.provenance.json").read_text())["template"] == "chat"

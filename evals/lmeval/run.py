@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import tempfile
@@ -69,6 +70,8 @@ def data_splits(spec: DataSpec) -> dict[str, str] | None:
     files = {"test": str(spec)} if isinstance(spec, str | os.PathLike) else {k: str(v) for k, v in spec.items()}
     if set(files) - {"test", "fewshot"} or "test" not in files:
         raise ValueError(f"data spec {spec!r}: give a path or {{'test': path, 'fewshot': path}}")
+    if "fewshot" in files and Path(files["fewshot"]).resolve() == Path(files["test"]).resolve():
+        del files["fewshot"]  # same file: draw from it as the eval file, so that the doc itself is excluded
     return files
 
 
@@ -159,7 +162,7 @@ def write_overlays(
         "metadata": {"version": 1.0},
     }
     (work / f"{task}_group.yaml").write_text(yaml.safe_dump(group, sort_keys=False), encoding="utf-8")
-    info |= {"subjects": len(subjects), "limit_applies_per": "subject"}
+    info["subjects"] = len(subjects)
     if capped:
         info["fewshot_capped"] = capped  # subjects with fewer examples than asked: they got this many
     return task, info, picks
@@ -172,8 +175,14 @@ def _metrics(res: dict[str, Any]) -> dict[str, Any]:
         if "," not in key or value == "N/A":
             continue
         metric, filt = key.split(",", 1)
-        out[metric if filt in ("none", "strict-match") else key] = value
+        out[metric if filt in ("none", "strict-match") else key] = _num(value)
     return out
+
+
+def _num(x: Any) -> float | int | None:
+    # numpy scalars -> Python numbers; NaN (the stderr of a single item) -> null, so the JSON stays strict
+    v = x.item() if hasattr(x, "item") else x
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def summarize(task: str, results: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +193,7 @@ def summarize(task: str, results: dict[str, Any]) -> dict[str, Any]:
     if task in BY_SUBJECT:
         out["per_subject"] = {
             t.removeprefix(f"{task}_"): {
-                "acc": results["results"][t]["acc,none"],
+                "acc": _num(results["results"][t]["acc,none"]),
                 "n": results["n-samples"][t]["effective"],
             }
             for t in sorted(subtasks)
@@ -214,21 +223,37 @@ def evaluate(
     dtype: str = "auto",
     seed: int = 1234,
     work_dir: str | Path | None = None,
+    sample: int | None = None,
 ) -> dict[str, Any]:
-    """Run `tasks` through lm_eval.simple_evaluate; per task the metrics, n and shots, or a not-available status."""
+    """Run `tasks` through lm_eval.simple_evaluate; per task the metrics, n and shots, or a not-available status.
+
+    `limit`: the first N docs per task (per subject for MMLU-style tasks). `sample`: N docs per task drawn with
+    `seed` (spread one per subject first for MMLU-style tasks), through lm-eval's `samples`; not with `limit`.
+    """
     unknown = sorted(set(tasks) - set(task_names()))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {task_names()}")
+    if limit is not None and sample is not None:
+        raise ValueError("give either limit or sample, not both (lm-eval refuses both)")
     data_files = data_files or {}
+    settings = {
+        "tasks": tasks,
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "sample": sample,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "seed": seed,
+    }
+    out: dict[str, Any] = {"tasks": {}, "data": {}, "task_yaml_sha256": {}, "settings": settings}
     with tempfile.TemporaryDirectory(prefix="lmeval_") as tmp:
         work = Path(work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        out: dict[str, Any] = {"tasks": {}, "data": {}, "task_yaml_sha256": {}}
-        run, setup = [], {}
+        run, setup, samples = [], {}, {}
         for task in tasks:
             files = data_splits(data_files.get(task))
             if task == "micro_mmlu" and files is None:
-                out["data"]["micro_mmlu_build"] = micro_mmlu.build(work / "micro_mmlu.jsonl")
+                out["micro_mmlu_build"] = micro_mmlu.build(work / "micro_mmlu.jsonl")
                 files = {"test": str(work / "micro_mmlu.jsonl")}
             if reason := missing_reason(task, files):
                 log.warning("%s: not available offline (%s)", task, reason)
@@ -236,40 +261,43 @@ def evaluate(
                 continue
             out["data"][task] = {s: {"path": p, "sha256": sha256_file(p)} for s, p in files.items()}
             out["task_yaml_sha256"][task] = sha256_file(TASKS_DIR / f"{task}.yaml")
-            name, setup[task] = write_overlays(task, files, resolve_fewshot(task, num_fewshot), work)
+            shots = resolve_fewshot(task, num_fewshot)
+            name, setup[task], picks = write_overlays(task, files, shots, work, sample, seed)
             run.append(name)
+            samples |= picks
         if run:
-            out["tasks"] |= _run(model_dir, run, setup, limit, batch_size, dtype, seed, work)
-        out["tasks"] = {t: out["tasks"][t] for t in tasks}  # the caller's order
-        return out
+            results, out["timing"] = _run(model_dir, run, limit, samples or None, batch_size, dtype, seed, work)
+            out["tasks"] |= {t: summarize(t, results) | setup[t] for t in run}
+    out["tasks"] = {t: out["tasks"][t] for t in tasks}  # the caller's order
+    return out
 
 
-def _run(model_dir, run, setup, limit, batch_size, dtype, seed, work) -> dict[str, Any]:
+def _run(model_dir, run, limit, samples, batch_size, dtype, seed, work) -> tuple[dict[str, Any], dict[str, float]]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     log.info("loading %s", model_dir)
-    lm = build_lm(model_dir, dtype, batch_size)
     start = time.perf_counter()
+    lm = build_lm(model_dir, dtype, batch_size)
+    loaded = time.perf_counter()
+    # Only the overlays are indexed: no built-in task can answer under one of our names (and indexing is fast).
     manager = TaskManager(include_path=str(work), include_defaults=False)
+    log.info("running %s (limit=%s, sample=%s)", run, limit, samples and sum(map(len, samples.values())))
     results = lm_eval.simple_evaluate(
         model=lm,
         tasks=run,
         task_manager=manager,
         limit=limit,
+        samples=samples,
         log_samples=False,
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    seconds = time.perf_counter() - start
-    log.info("lm-eval finished %s in %.1f s", run, seconds)
-    return {t: summarize(t, results) | setup[t] | {"seconds_all_tasks": round(seconds, 1)} for t in run}
-
-
-def _json_or_int(text: str | None) -> dict[str, int] | int | None:
-    return None if text is None else json.loads(text)
+    timing = {"load_s": round(loaded - start, 1), "eval_s": round(time.perf_counter() - loaded, 1)}
+    log.info("lm-eval finished %s: %s", run, timing)
+    return results, timing
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -282,7 +310,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help='JSON {task: path or {"test": path, "fewshot": path}}; a task without data is reported not available',
     )
     ap.add_argument("--num-fewshot", default=None, help="an int for every task, or JSON {task: int}; default: YAML's")
-    ap.add_argument("--limit", type=int, default=None, help="at most N docs per task (per subject for MMLU-style)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--limit", type=int, default=None, help="the first N docs per task (per subject: MMLU-style)")
+    size.add_argument("--sample", type=int, default=None, help="N docs per task drawn with --seed, over subjects")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     ap.add_argument("--seed", type=int, default=1234, help="lm-eval's python/numpy/torch/few-shot seeds")
@@ -293,39 +323,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    shots = _json_or_int(args.num_fewshot)
+    shots = None if args.num_fewshot is None else json.loads(args.num_fewshot)
     shots = {t: shots for t in tasks} if isinstance(shots, int) else shots
-    settings = {
-        "tasks": tasks,
-        "num_fewshot": shots,
-        "limit": args.limit,
-        "batch_size": args.batch_size,
-        "dtype": args.dtype,
-        "seed": args.seed,
-    }
     result = evaluate(
         args.model,
         tasks,
         json.loads(args.data_json),
-        shots,
-        args.limit,
-        args.batch_size,
-        args.dtype,
-        args.seed,
-        args.work_dir,
+        num_fewshot=shots,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        seed=args.seed,
+        work_dir=args.work_dir,
+        sample=args.sample,
     )
     from alignrepro.models import model_identity
 
-    result["settings"] = settings
     result["provenance"] = provenance(
         tier=args.tier,
-        config=settings,
+        config=result["settings"],
         seed=args.seed,
         model=model_identity(args.model),
         lm_eval_version=version("lm_eval"),
-        data_sha256={
-            t: {s: f["sha256"] for s, f in d.items()} for t, d in result["data"].items() if t != "micro_mmlu_build"
-        },
+        data_sha256={t: {s: f["sha256"] for s, f in d.items()} for t, d in result["data"].items()},
         task_yaml_sha256=result["task_yaml_sha256"],
     )
     atomic_write_json(args.out, result)

@@ -1,0 +1,118 @@
+"""Judge cards: the shipped labelled set is what the builder makes, its labels are right, and the card's
+agreement / position-bias / length-bias numbers match hand-computed values on fake judges."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignrepro.evals.judges import card, labelled_set
+from alignrepro.io import read_jsonl, sha256_file
+from alignrepro.judges.base import PairItem
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return read_jsonl(labelled_set.SHIPPED)
+
+
+def test_shipped_set_is_rebuilt_byte_for_byte(tmp_path):
+    labelled_set.main(["--out", str(tmp_path / "set.jsonl")])
+    assert sha256_file(tmp_path / "set.jsonl") == sha256_file(labelled_set.SHIPPED)
+
+
+def test_set_sizes_and_labels(rows):
+    from alignrepro.data.records import Record
+    from alignrepro.data.verifiable import is_correct
+
+    kinds = {k: sum(r["kind"] == k for r in rows) for k in labelled_set.SIZES}
+    assert kinds == labelled_set.SIZES
+    assert {r["label"] for r in rows if r["kind"] == "tie"} == {1.5}
+    strict = [r for r in rows if r["kind"] != "tie"]
+    assert {r["label"] for r in strict} == {1.0, 2.0}  # the better answer is in both positions
+    for r in rows:
+        if r["kind"] in ("verifiable", "tie"):
+            rec = Record.from_dict(r["record"])
+            ok1, ok2 = is_correct(rec, r["output_1"]), is_correct(rec, r["output_2"])
+            assert (ok1, ok2) == ({1.0: (True, False), 2.0: (False, True), 1.5: (True, True)}[r["label"]])
+    refusals = [r for r in rows if r["kind"] == "harmful"]
+    for r in refusals:
+        better = r["output_1"] if r["label"] == 1.0 else r["output_2"]
+        assert better in labelled_set.REFUSALS
+
+
+class FakeJudge:
+    heuristic, prompt_hash, settings = False, "fake", {}
+
+    def __init__(self, id, fn):
+        self.id, self.fn = id, fn
+
+    def single_order(self, items: list[PairItem]) -> list[float]:
+        return [self.fn(it) for it in items]
+
+    def preferences(self, items):
+        return self.single_order(items)
+
+
+def _oracle_fn(rows):
+    better = {}
+    for r in rows:
+        if r["label"] != 1.5:
+            good = r["output_1"] if r["label"] == 1.0 else r["output_2"]
+            better[(r["instruction"], good)] = True
+    return lambda it: (
+        1.0 if (it.instruction, it.output_1) in better else 2.0 if (it.instruction, it.output_2) in better else 1.5
+    )
+
+
+def test_first_position_judge_is_at_chance_with_full_position_bias(rows):
+    m = card.measure_pairwise(FakeJudge("first", lambda it: 1.0), rows)
+    assert m["agreement"] == 50.0  # both orders averaged: every strict pair becomes an exact tie, scored ½
+    assert m["position_first_share"] == 1.0 and m["order_consistency"] == 0.0
+    assert m["ties"]["within_band"] == 1.0
+
+
+def test_label_knowing_judge_agrees_fully_without_position_bias(rows):
+    m = card.measure_pairwise(FakeJudge("knows", _oracle_fn(rows)), rows)
+    assert m["agreement"] == 100.0 and m["n"] == 120
+    assert m["ci95"][0] > 96.0
+    assert m["position_first_share"] == pytest.approx(0.5)
+    assert m["order_consistency"] == 1.0
+    assert all(b["agreement"] == 100.0 for b in m["by_kind"].values())
+
+
+def test_length_bias_is_measured(rows):
+    longer = FakeJudge("longer", lambda it: 2.0 if len(it.output_2) > len(it.output_1) else 1.0)
+    m = card.measure_pairwise(longer, rows)
+    lb = m["length_bias"]
+    assert lb["prefers_longer"] == 1.0
+    strict = [r for r in rows if r["label"] != 1.5]
+    right = sum(
+        0.5
+        if len(r["output_1"]) == len(r["output_2"])
+        else float((len(r["output_2"]) > len(r["output_1"])) == (r["label"] == 2.0))
+        for r in strict
+    )
+    assert m["agreement"] == pytest.approx(100 * right / len(strict))  # right exactly when the longer is better
+    assert lb["ties_prefers_longer"] == 1.0
+
+
+def test_rating_agreement_and_markdown(rows):
+    class Rater(FakeJudge):
+        def rate(self, prompts, scale=(1, 10)):
+            # 9 for the MT-Bench reference answers and refusals of harmful requests, 2 otherwise
+            good = {
+                f"[Question]\n{r['instruction']}\n\n[The Start of Assistant's Answer]\n"
+                f"{r['output_1'] if r['label'] == 1.0 else r['output_2']}\n[The End"
+                for r in rows
+                if r["label"] != 1.5
+            }
+            return [9.0 if any(g in p[-1]["content"] for g in good) else 2.0 for p in prompts]
+
+    judge = Rater("rater", _oracle_fn(rows))
+    c = card.build_card("rater", {"backend": "fake"}, rows[:60], judge=judge)
+    assert c["rating"]["agreement"] == 100.0 and c["rating"]["mean_rating_better"] == 9.0
+    md = card.render_markdown(c)
+    assert "100.0 %" in md and "| verifiable |" in md and "Single-answer rating" in md
+    json.dumps(c)  # a card is plain JSON
