@@ -102,3 +102,20 @@ def test_local_rate_is_the_expected_rating_over_rating_tokens(ci_model):
         assert 1.0 <= value <= 10.0
     verdicts = judge.choose(msgs)
     assert all(1.0 <= v <= 2.0 for v in verdicts)
+
+
+def test_shared_prefix_cache_changes_no_number(ci_model, monkeypatch):
+    from alignrepro.judges.base import PairItem
+    from alignrepro.judges.local import LocalLogprobJudge
+
+    judge = LocalLogprobJudge(ci_model, batch_size=3)
+    items = [PairItem(f"Question {i}: add {i} and {i * 3}.", f"It is {4 * i}.", "No idea" * i) for i in range(1, 6)]
+    msgs = [[{"role": "system", "content": "You grade answers carefully. " * 4}, {"role": "user", "content": f"A{i}"}]
+            for i in range(5)]  # fmt: skip
+    n, cache = judge._prefix_cache([judge._encode_messages(m, "[[") for m in msgs])
+    assert n >= 16 and cache is not None  # the judge's instructions are shared
+    with_cache = (judge.single_order(items), judge.rate(msgs), judge.choose(msgs))
+    monkeypatch.setattr(judge, "_prefix_cache", lambda seqs: (0, None))
+    without = (judge.single_order(items), judge.rate(msgs), judge.choose(msgs))
+    for a, b in zip(with_cache, without, strict=True):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)

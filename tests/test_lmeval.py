@@ -121,7 +121,9 @@ def test_micro_mmlu_known_item(rows):
 
 
 def test_micro_mmlu_drops_and_counts_bad_blocks():
-    text = "header\n\nQ: Good?\n(A) a (B) b (C) c (D) d\nA: The answer is (B).\n\nQ: Five?\n(A) a (B) b (C) c (D) d (E) e\nA: The answer is (E)."
+    good = "Q: Good?\n(A) a (B) b (C) c (D) d\nA: The answer is (B)."
+    five = "Q: Five?\n(A) a (B) b (C) c (D) d (E) e\nA: The answer is (E)."
+    text = "\n\n".join(["header", good, five])
     got, counts = micro_mmlu.parse_prompts({"x": text})
     assert got == [{"question": "Good?", "subject": "x", "choices": ["a", "b", "c", "d"], "answer": 1}]
     assert counts == {"parsed": 1, "dropped": 1, "subjects": 1}

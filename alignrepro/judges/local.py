@@ -10,8 +10,10 @@ Small judges rarely follow an output format, so:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +28,14 @@ ANNOTATOR = "alpaca_eval_clf_gpt4_turbo"  # its prompt asks for "m" (output_1) o
 LABELS = ("m", "M")
 RATING_PREFIX = "Rating: [["  # MT-Bench's own example answer format
 VERDICT_PREFIX = "[["
+
+
+@dataclass
+class _Batch:
+    input_ids: torch.Tensor  # the rows' own tokens (after the shared prefix), left-padded
+    mask: torch.Tensor  # attention mask over prefix + padded suffix
+    cache: object | None  # the shared prefix's KV cache, repeated per row
+    n_prefix: int
 
 
 def weights_sha256(model_dir: str | Path) -> str:
@@ -116,17 +126,35 @@ class LocalLogprobJudge:
         log.warning("judge prompt still longer than %d tokens; keeping its last tokens", self.max_length)
         return ids[-self.max_length :]
 
+    @torch.inference_mode()
+    def _prefix_cache(self, seqs: list[list[int]]):
+        """KV cache of the token prefix every prompt of the call shares (the judge template's instructions), so it is
+        computed once per call instead of once per prompt; (length, cache) or (0, None)."""
+        n = min(len(s) for s in seqs) - 1  # every row keeps at least one token of its own
+        first = seqs[0]
+        for s in seqs[1:]:
+            n = next((k for k in range(n) if s[k] != first[k]), n)
+        if n < 16:
+            return 0, None
+        out = self.model(input_ids=torch.tensor([first[:n]], device=self.device), use_cache=True, logits_to_keep=1)
+        return n, out.past_key_values
+
     def _batches(self, seqs: list[list[int]]):
-        """(row indices, input_ids, mask) batches of similar lengths (less padding); callers put results back."""
+        """(row indices, batch) over batches of similar lengths (less padding); callers put results back."""
+        n_prefix, prefix = self._prefix_cache(seqs)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         for start in tqdm(range(0, len(seqs), self.batch_size), desc=f"judge {self.id}", unit="batch", leave=False):
             idx = order[start : start + self.batch_size]
-            batch = [seqs[i] for i in idx]
+            batch = [seqs[i][n_prefix:] for i in idx]
             width = max(len(s) for s in batch)
-            # Left padding: the last position of every row is the answer position.
+            # Left padding of the suffixes: the last position of every row is the answer position.
             input_ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in batch], device=self.device)
-            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch], device=self.device)
-            yield idx, input_ids, mask
+            mask = torch.tensor([[1] * n_prefix + [0] * (width - len(s)) + [1] * len(s) for s in batch])
+            cache = None
+            if prefix is not None:
+                cache = copy.deepcopy(prefix)  # the forward pass appends to it
+                cache.batch_repeat_interleave(len(idx))
+            yield idx, _Batch(input_ids, mask.to(self.device), cache, n_prefix)
 
     @staticmethod
     def _place(n: int, parts: list[tuple[list[int], list[float]]]) -> list[float]:
@@ -136,25 +164,35 @@ class LocalLogprobJudge:
                 out[i] = v
         return out
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, use_cache: bool = False):
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # so padded rows see the same positions as unpadded ones
+    def _forward(self, b: _Batch, use_cache: bool = False):
+        # Positions count real tokens only, so padded rows see the same positions as unpadded ones.
+        positions = (b.mask.cumsum(-1) - 1).clamp(min=0)[:, b.n_prefix :]
         # logits_to_keep=1: only the answer position's logits (the 49k-vocab head over every position costs ~1/5).
         return self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, logits_to_keep=1
+            input_ids=b.input_ids,
+            attention_mask=b.mask,
+            position_ids=positions,
+            past_key_values=b.cache,
+            use_cache=use_cache or b.cache is not None,
+            logits_to_keep=1,
         )
 
     @torch.inference_mode()
     def _score(self, items: list[PairItem]) -> list[float]:
         """One order: 1 + P(output_2's label), normalized over the two labels."""
         parts = []
-        for idx, input_ids, mask in self._batches([self.encode(it) for it in items]):
-            logits = self._forward(input_ids, mask).logits[:, -1, :]
+        for idx, b in self._batches([self.encode(it) for it in items]):
+            logits = self._forward(b).logits[:, -1, :]
             pair = torch.log_softmax(logits.float(), dim=-1)[:, self.label_ids]
             parts.append((idx, (1.0 + torch.softmax(pair, dim=-1)[:, 1]).tolist()))
         return self._place(len(items), parts)
 
     def preferences(self, items: list[PairItem]) -> list[float]:
         return both_orders(self._score, items)
+
+    def single_order(self, items: list[PairItem]) -> list[float]:
+        """Verdicts in the order given (judge cards measure position bias with it)."""
+        return self._score(items)
 
     # --- prompts rendered by a benchmark (alignrepro.judges.grading) ----------------------------------------------
     def _encode_messages(self, messages: list[dict[str, str]], prefix: str) -> list[int]:
@@ -190,17 +228,21 @@ class LocalLogprobJudge:
         digit = {r: self._token(str(r)) for r in range(lo, min(hi, 9) + 1)}
         ten = hi == 10
         parts = []
-        for idx, input_ids, mask in self._batches([self._encode_messages(m, RATING_PREFIX) for m in prompts]):
-            res = self._forward(input_ids, mask, use_cache=ten)
+        for idx, b in self._batches([self._encode_messages(m, RATING_PREFIX) for m in prompts]):
+            res = self._forward(b, use_cache=ten)
             probs = torch.softmax(res.logits[:, -1, :].float(), dim=-1)
             p = {r: probs[:, i] for r, i in digit.items()}
             if ten:
                 # P("10") = P("1") * P("0" | "1"), against "1" followed by the closing bracket.
-                one = torch.full((input_ids.shape[0], 1), digit[1], device=self.device)
-                mask2 = torch.cat([mask, torch.ones_like(one)], dim=1)
+                one = torch.full((b.input_ids.shape[0], 1), digit[1], device=self.device)
+                mask2 = torch.cat([b.mask, torch.ones_like(one)], dim=1)
                 pos = mask2.sum(-1, keepdim=True) - 1
                 nxt = self.model(
-                    input_ids=one, attention_mask=mask2, position_ids=pos, past_key_values=res.past_key_values
+                    input_ids=one,
+                    attention_mask=mask2,
+                    position_ids=pos,
+                    past_key_values=res.past_key_values,
+                    logits_to_keep=1,
                 )
                 q = torch.softmax(nxt.logits[:, -1, :].float(), dim=-1)
                 zero, close = q[:, self._token("0")], q[:, self.close_ids].sum(-1)
@@ -216,8 +258,8 @@ class LocalLogprobJudge:
         ids = [self._token(x) for x in ("A", "B", "C")]
         value = torch.tensor([1.0, 2.0, 1.5], device=self.device)
         parts = []
-        for idx, input_ids, mask in self._batches([self._encode_messages(m, VERDICT_PREFIX) for m in prompts]):
-            probs = torch.softmax(self._forward(input_ids, mask).logits[:, -1, :].float(), dim=-1)[:, ids]
+        for idx, b in self._batches([self._encode_messages(m, VERDICT_PREFIX) for m in prompts]):
+            probs = torch.softmax(self._forward(b).logits[:, -1, :].float(), dim=-1)[:, ids]
             pref = (probs * value).sum(-1) / probs.sum(-1).clamp_min(1e-12)
             parts.append((idx, [v if math.isfinite(v) else math.nan for v in pref.tolist()]))
         return self._place(len(prompts), parts)

@@ -226,6 +226,10 @@ class OpenAIPairwiseJudge:
     def preferences(self, items: list[PairItem]) -> list[float]:
         return both_orders(self._one_order, items)
 
+    def single_order(self, items: list[PairItem]) -> list[float]:
+        """Verdicts in the order given (judge cards measure position bias with it)."""
+        return self._one_order(items)
+
     # --- prompts rendered by a benchmark (alignrepro.judges.grading); FastChat's judge decodes greedily ----------
     def _texts(self, prompts: list[list[dict[str, str]]]) -> list[str]:
         return [self.client.chat(m, self.grade_max_tokens, 0.0)["text"] for m in prompts]

@@ -49,7 +49,7 @@ DATA_FORMAT = {
     "winogrande": "allenai/winogrande winogrande_xl rows (eval file = validation split); few-shot file = train split",
     "gsm8k": "openai/gsm8k main rows (eval file = test split); few-shot file = train split",
 }
-DataSpec = str | dict[str, str] | None
+DataSpec = str | os.PathLike | dict[str, str] | None
 
 
 def task_names() -> list[str]:
@@ -60,7 +60,7 @@ def task_config(task: str) -> dict[str, Any]:
     """Our YAML as plain data (`!function` tags kept as strings): to read its defaults."""
     loader = type("_Loader", (yaml.SafeLoader,), {})
     loader.add_constructor("!function", lambda ld, node: ld.construct_scalar(node))
-    return yaml.load((TASKS_DIR / f"{task}.yaml").read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
+    return yaml.load((TASKS_DIR / f"{task}.yaml").read_text(encoding="utf-8"), Loader=loader)
 
 
 def data_splits(spec: DataSpec) -> dict[str, str] | None:
@@ -94,14 +94,14 @@ def _by_subject(path: str, out_dir: Path) -> dict[str, str]:
     return out
 
 
-def _overlay(path: Path, task: str, name: str, files: dict[str, str], shots: int, cache: Path, **extra: Any) -> None:
+def _overlay(path: Path, task: str, name: str, files: dict[str, str], shots: int, cache: Path) -> None:
+    """An overlay YAML: our task definition (`include:`) plus this run's data files, shots and name."""
     cfg = {
         "include": str(TASKS_DIR / f"{task}.yaml"),
         "task": name,
         "dataset_kwargs": {"data_files": files, "cache_dir": str(cache)},
         "num_fewshot": shots,
         **({"fewshot_split": "fewshot"} if "fewshot" in files else {}),
-        **extra,
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
 
@@ -135,6 +135,7 @@ def write_overlays(
 ) -> tuple[str, dict[str, Any], dict[str, list[int]]]:
     """Write task's overlay YAML(s) under work/; return the name to run, facts about its set-up, and the
     lm-eval `samples` (doc indices per (sub)task) when only `sample` items are to be evaluated."""
+    work.mkdir(parents=True, exist_ok=True)
     cache = work / "hf_cache"
     source = "fewshot file" if "fewshot" in files else "eval file, doc excluded"
     info: dict[str, Any] = {"fewshot_source": source if shots else None}
