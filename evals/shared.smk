@@ -201,6 +201,7 @@ rule judge_card:
         md=report("results/judges/{name}.md", category="Judge cards"),
     params:
         spec=lambda w: as_json(judge_spec(w.name)),
+        per_kind=f"--per-kind {EV['card_pairs_per_kind']}" if EV["card_pairs_per_kind"] else "",
     log:
         "results/logs/judges/{name}.log",
     benchmark:
@@ -208,7 +209,7 @@ rule judge_card:
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.evals.judges.card --name {wildcards.name} --judge-config {params.spec:q} "
-        "--labelled-set {input.labelled} --out-json {output.json} --out-md {output.md} --tier {TIER} > {log} 2>&1"
+        "--labelled-set {input.labelled} {params.per_kind} --out-json {output.json} --out-md {output.md} --tier {TIER} > {log} 2>&1"
 
 
 EV_BENCHES = ["alpacaeval", "mtbench", "lmeval", "safety"] + (["mtbench_pairwise"] if EV["mtbench"]["baseline"] else [])

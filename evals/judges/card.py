@@ -186,7 +186,12 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         f"- judge id: `{card['judge_id']}`; prompt hash `{card['prompt_hash'][:16]}`",
         f"- labelled set {card['labelled_set']['version']}: {card['labelled_set']['n']} pairs "
-        f"({', '.join(card['labelled_set']['kinds'])})",
+        f"({', '.join(card['labelled_set']['kinds'])})"
+        + (
+            f", the first {card['labelled_set']['per_kind']} of each kind"
+            if card["labelled_set"].get("per_kind")
+            else ""
+        ),
     ]
     if card["heuristic"]:
         lines.append("- **HEURISTIC judge (ci tier only): its numbers mean nothing.**")
@@ -232,12 +237,25 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def subset(rows: list[dict[str, Any]], per_kind: int | None) -> list[dict[str, Any]]:
+    """The first `per_kind` pairs of every kind (all when None): a smaller card keeps every kind of pair."""
+    if per_kind is None:
+        return rows
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        seen[r["kind"]] = seen.get(r["kind"], 0) + 1
+        if seen[r["kind"]] <= per_kind:
+            out.append(r)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description="Measure a judge configuration on the labelled set and write its card.")
     ap.add_argument("--name", required=True, help="the judge's name in the config (e.g. smollm2-local)")
     ap.add_argument("--judge-config", required=True, help="make_judge spec as JSON or a JSON/YAML path")
     ap.add_argument("--labelled-set", type=Path, default=SHIPPED)
-    ap.add_argument("--limit", type=int, default=None, help="first N pairs only (quick looks; the card says so)")
+    ap.add_argument("--per-kind", type=int, default=None, help="first N pairs of each kind only (the card says so)")
     ap.add_argument("--out-json", type=Path, required=True)
     ap.add_argument("--out-md", type=Path, required=True)
     ap.add_argument("--tier", default="unknown")
@@ -246,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from alignrepro.evals.alpacaeval.winrate import load_judge_config
 
     spec = load_judge_config(args.judge_config)
-    rows = read_jsonl(args.labelled_set)[: args.limit]
+    rows = subset(read_jsonl(args.labelled_set), args.per_kind)
     card = build_card(args.name, spec, rows)
     card["labelled_set"] |= {
         "path": str(args.labelled_set),
