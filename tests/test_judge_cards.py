@@ -116,3 +116,12 @@ def test_rating_agreement_and_markdown(rows):
     md = card.render_markdown(c)
     assert "100.0 %" in md and "| verifiable |" in md and "Single-answer rating" in md
     json.dumps(c)  # a card is plain JSON
+
+
+def test_card_cli_writes_json_and_markdown(tmp_path):
+    out_json, out_md = tmp_path / "h.json", tmp_path / "h.md"
+    c = card.main(["--name", "heuristic", "--judge-config", '{"backend": "heuristic"}', "--per-kind", "2",
+                   "--out-json", str(out_json), "--out-md", str(out_md), "--tier", "ci"])  # fmt: skip
+    assert c["labelled_set"]["n"] == 10 and c["labelled_set"]["per_kind"] == 2
+    assert json.loads(out_json.read_text())["provenance"]["labelled_set_sha256"] == sha256_file(labelled_set.SHIPPED)
+    assert "HEURISTIC" in out_md.read_text() and "first 2 of each kind" in out_md.read_text()

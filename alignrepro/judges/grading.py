@@ -9,6 +9,7 @@ prompts, the safety prompts): the benchmark owns the template, the judge only tu
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -94,8 +95,12 @@ def cached_grades(
     log.info("grade cache (%s, %s): %d hits, %d to judge", judge.id, kind, len(keys) - len(todo), len(todo))
     pending = list(todo.items())
     results = dict(found)
-    for i in range(0, len(pending), chunk_size):
-        chunk = pending[i : i + chunk_size]
+    # One call per template (same first message): a local judge encodes a call's shared prefix only once.
+    groups: dict[str, list[tuple[str, Messages]]] = {}
+    for k, m in pending:
+        groups.setdefault(json.dumps(m[:1], sort_keys=True), []).append((k, m))
+    chunks = [g[i : i + chunk_size] for g in groups.values() for i in range(0, len(g), chunk_size)]
+    for chunk in chunks:
         fresh = dict(zip([k for k, _ in chunk], ask([m for _, m in chunk]), strict=True))
         cache.put_many(fresh)
         results.update(fresh)

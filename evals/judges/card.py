@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     card["labelled_set"] |= {
         "path": str(args.labelled_set),
         "sha256": sha256_file(args.labelled_set),
-        "limit": args.limit,
+        "per_kind": args.per_kind,
     }
     card["provenance"] = provenance(
         tier=args.tier, config=spec, judge_id=card["judge_id"], prompt_hash=card["prompt_hash"],
