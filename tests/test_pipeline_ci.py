@@ -58,6 +58,9 @@ def test_tables_are_well_formed_with_provenance(ci_run):
     assert prov["base_models"]["ci-random-llama"]["weights_sha256"]
     md = (tables / "table2_offline.md").read_text()
     assert "HEURISTIC" in md and "## Reported" in md and "61.06" in md  # reported CUT row beside ours
+    # every judged column names its judge and that judge's measured agreement (its card)
+    assert "`oracle-v1` (judge card `oracle`: pairwise agreement 100.0 %" in md
+    assert "`HEURISTIC-length-v1` (judge card `heuristic`: pairwise agreement" in md
     assert (tables / "cut_results.png").stat().st_size > 10_000
 
 

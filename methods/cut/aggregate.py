@@ -7,6 +7,7 @@ import argparse
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,20 @@ def reproduced_md(rows: list[dict[str, Any]], first_col: str) -> str:
     return md_table(header, body)
 
 
-def judge_note(rows: list[dict[str, Any]]) -> str:
+def judge_note(rows: list[dict[str, Any]], cards: dict[str, dict[str, Any]] | None = None) -> str:
+    """Which judges made the numbers, with each judge's measured agreement from its card (results/judges/)."""
     r = rows[0]
-    note = f"Judges: verifiable = `{r['judge_verifiable']}`; open = `{r['judge_open']}`."
+
+    def with_card(judge_id: str | None) -> str:
+        card = (cards or {}).get(judge_id or "")
+        if card is None:
+            return f"`{judge_id}` (no judge card)"
+        pw = card["pairwise"]
+        ci = pw.get("ci95") or [math.nan, math.nan]
+        return (f"`{judge_id}` (judge card `{card['name']}`: pairwise agreement {pw['agreement']:.1f} % "
+                f"[{ci[0]:.1f}, {ci[1]:.1f}], n={pw['n']})")  # fmt: skip
+
+    note = f"Judges: verifiable = {with_card(r['judge_verifiable'])}; open = {with_card(r['judge_open'])}."
     if r["judge_open_heuristic"]:
         note += " **The open-prompt judge is a HEURISTIC (ci tier only): its numbers mean nothing.**"
     return note
@@ -212,11 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spec-json", required=True, help="tier, bases, methods, iterations, model folders (from rules)")
     p.add_argument("--reported", type=Path, required=True, help="methods/cut/reported.yaml")
     p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--cards", nargs="*", type=Path, default=[], help="judge card JSONs (results/judges/*.json)")
     p.add_argument("--wandb-json", default='{"mode": "disabled", "project": "alignrepro"}', help="W&B settings")
     args = p.parse_args(argv)
     spec = json.loads(args.spec_json)
     out = args.out_dir
     reported = yaml.safe_load(args.reported.read_text())
+    cards = {c["judge_id"]: c for c in map(read_json, args.cards)}
 
     offline = {b: [model_row(spec, b, m, LABEL[m]) for m in ["base", *spec["methods"]]] for b in spec["bases"]}
     ob = spec["online_base"]
@@ -250,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         f"`{prov['config_hash']}`; models: "
         + ", ".join(f"`{b}` ({(m.get('weights_sha256') or m['weights'])[:12]})" for b, m in models.items())
         + ". "
-        + judge_note(flat)
+        + judge_note(flat, cards)
     )
     t2 = ["# CUT Table 2 analogue: offline alignment on judgments\n", "## Reproduced\n", head + "\n"]
     for b, rows in offline.items():

@@ -218,6 +218,7 @@ rule cut_tables:
         models=CUT_TRAINED,
         triplets=[cut_offline_triplets()] + [f"{CUT_R}/online/iter{k}/triplets.jsonl" for k in CUT_ITERS],
         reported=os.path.join(workflow.basedir, "methods/cut/reported.yaml"),
+        cards=lambda w: [f"results/judges/{n}.json" for n in CARDS],  # CARDS: evals/shared.smk
     output:
         report(f"{CUT_R}/tables/table2_offline.md", category="CUT", labels={"table": "Table 2 (offline)"}),
         f"{CUT_R}/tables/table2_offline.csv",
@@ -235,7 +236,7 @@ rule cut_tables:
         f"{CUT_R}/logs/tables.log",
     shell:
         "{PY} -m alignrepro.methods.cut.aggregate --spec-json {params.spec:q} --reported {input.reported} "
-        "--out-dir {CUT_R}/tables --wandb-json {CUT_WANDB:q} > {log} 2>&1 && cat {output.summary}"
+        "--out-dir {CUT_R}/tables --cards {input.cards} --wandb-json {CUT_WANDB:q} > {log} 2>&1 && cat {output.summary}"
 
 
 PAPER_TARGETS["cut"] = rules.cut_tables.output
