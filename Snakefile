@@ -5,6 +5,7 @@ import os
 import sys
 
 from alignrepro.config import resolve_config
+from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
 
 
 configfile: os.path.join(workflow.basedir, "config/config.yaml")

@@ -71,6 +71,17 @@ def resolve_template(template: str, model_dir: str | Path | None) -> str:
     return prompt_template(model_dir)
 
 
+def backend_for(spec: dict[str, Any], model_dir: str | Path | None, template: str = "auto"):
+    """(backend, prompt format, spec used) to answer with: the format resolved for the model ("auto" = the one it was
+    trained in) and, for HF models, that format's stop strings (make_backend's default follows spec["template"])."""
+    if spec.get("backend", "hf") == "hf" and model_dir is None:
+        raise SystemExit("--model is required for the hf backend")
+    template = resolve_template(template, model_dir)
+    if spec.get("backend", "hf") == "hf":
+        spec = {**spec, "stop": spec.get("stop", TEMPLATE_STOPS.get(template, []))}
+    return make_backend(spec, model_dir), template, spec
+
+
 def answer_conversations(
     backend: Any, conversations: list[list[dict[str, str]]], template: str, max_new_tokens: int
 ) -> list[str]:

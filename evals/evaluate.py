@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def judge_spec(cfg: dict[str, Any], name: str, models_dir: Path) -> dict[str, Any]:
-    judges = {"oracle": {"backend": "oracle"}, "heuristic": {"backend": "heuristic"}, **cfg["evals"]["judges"]}
+    from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
+
+    judges = {**BUILTIN_JUDGES, **cfg["evals"]["judges"]}
     if name not in judges:
         raise SystemExit(f"--judge {name!r}: not in evals.judges of this tier ({', '.join(sorted(judges))})")
-    spec = dict(judges[name])
-    if spec["backend"] == "local":
-        spec["model_dir"] = str(models_dir / spec.pop("model"))
-    return spec
+    return resolve_spec(judges[name], models_dir)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

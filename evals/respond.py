@@ -15,7 +15,7 @@ from alignrepro.data.records import load_records, save_records
 from alignrepro.evals.mtbench.answer import answer_questions
 from alignrepro.evals.mtbench.data import data_provenance, load_questions, select_questions
 from alignrepro.evals.safety.answer import answer_prompts, load_prompt_sets
-from alignrepro.generation import TEMPLATE_STOPS, answer_conversations, make_backend, resolve_template
+from alignrepro.generation import answer_conversations, backend_for
 from alignrepro.io import atomic_write_json, sha256_file, write_jsonl
 from alignrepro.provenance import provenance
 
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     spec = json.loads(args.spec_json)
     max_new = int(spec.pop("max_new_tokens", 256))
-    template = resolve_template(args.template, args.model)
-    if spec.get("backend", "hf") == "hf":
-        spec["stop"] = spec.get("stop", TEMPLATE_STOPS.get(template, []))
-    backend = make_backend(spec, args.model)
+    backend, template, spec = backend_for(spec, args.model, args.template)
     log.info("model %s answers in the %r format", backend.id, template)
 
     records = load_records(args.alpacaeval_prompts)

@@ -3,7 +3,7 @@
 # card (results/judges/), shown beside every judged number of the leaderboard.
 EV = config["evals"]
 EV_R = f"results/evals/{TIER}"
-JUDGES = {"oracle": {"backend": "oracle"}, "heuristic": {"backend": "heuristic"}, **EV["judges"]}
+JUDGES = {**BUILTIN_JUDGES, **EV["judges"]}
 for _key, _name in [("evals.judge", EV["judge"])] + [("evals.cards", c) for c in EV["cards"]]:
     if _name not in JUDGES:
         raise ValueError(f"config key '{_key}': judge {_name!r} is not defined in evals.judges ({', '.join(sorted(JUDGES))})")
@@ -14,11 +14,7 @@ CARDS = list(dict.fromkeys([EV["judge"], *EV["cards"]]))
 
 
 def judge_spec(name):
-    """A named judge as a make_judge spec: registry model names become model folders."""
-    s = dict(JUDGES[name])
-    if s["backend"] == "local":
-        s["model_dir"] = f"results/models/{s.pop('model')}"
-    return s
+    return resolve_spec(JUDGES[name])
 
 
 def judge_inputs(name):

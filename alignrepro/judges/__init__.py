@@ -6,13 +6,24 @@ Backends import their heavy dependencies (torch, transformers, openai) only when
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 from alignrepro.judges.base import PairItem, PairwiseJudge, both_orders
 
-__all__ = ["BACKENDS", "PairItem", "PairwiseJudge", "both_orders", "make_judge"]
+__all__ = ["BACKENDS", "BUILTIN_JUDGES", "PairItem", "PairwiseJudge", "both_orders", "make_judge", "resolve_spec"]
 
 BACKENDS = ("oracle", "local", "heuristic", "openai")
+BUILTIN_JUDGES = {"oracle": {"backend": "oracle"}, "heuristic": {"backend": "heuristic"}}  # named without config
+
+
+def resolve_spec(spec: dict[str, Any], models_dir: str | Path = "results/models") -> dict[str, Any]:
+    """A judge spec from the config as a make_judge spec: a local judge's registry `model` name becomes its folder,
+    so specs in the config stay tier-independent."""
+    out = dict(spec)
+    if out["backend"] == "local":
+        out["model_dir"] = str(Path(models_dir) / out.pop("model"))
+    return out
 
 
 def _check_keys(spec: dict[str, Any], *fns: Any) -> None:

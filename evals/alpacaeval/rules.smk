@@ -4,13 +4,7 @@
 
 def _judge_spec(paper):
     """Registry model names → model folders, so judge specs in the config stay tier-independent."""
-    spec = {}
-    for group, s in EVAL_JUDGE[paper].items():
-        s = dict(s)
-        if s["backend"] == "local":
-            s["model_dir"] = f"results/models/{s.pop('model')}"
-        spec[group] = s
-    return spec
+    return {group: resolve_spec(s) for group, s in EVAL_JUDGE[paper].items()}
 
 
 def _judge_models(paper):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.evals.mtbench.data import Question, data_provenance, load_questions, select_questions
-from alignrepro.generation import TEMPLATE_STOPS, answer_conversations, make_backend, resolve_template
+from alignrepro.generation import answer_conversations, backend_for
 from alignrepro.io import atomic_write_json, stable_hash, write_jsonl
 from alignrepro.provenance import provenance
 
@@ -60,14 +60,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     spec = json.loads(args.spec_json)
-    if spec.get("backend", "hf") == "hf" and args.model is None:
-        raise SystemExit("--model is required for the hf backend")
-    template = resolve_template(args.template, args.model)
-    if spec.get("backend", "hf") == "hf":
-        # make_backend's default stops follow spec["template"] (alpaca); the stops must match the template used.
-        spec = {**spec, "stop": spec.get("stop", TEMPLATE_STOPS.get(template, []))}
+    backend, template, spec = backend_for(spec, args.model, args.template)
     questions = select_questions(load_questions(args.data_dir), args.per_category, args.seed)
-    backend = make_backend(spec, args.model)
     log.info("answering %d MT-Bench questions with %s (template %s)", len(questions), backend.id, template)
     rows = answer_questions(backend, questions, template, args.max_new_tokens)
     write_jsonl(args.out, rows)

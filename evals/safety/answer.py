@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alignrepro.generation import TEMPLATE_STOPS, answer_conversations, make_backend, resolve_template
+from alignrepro.generation import answer_conversations, backend_for
 from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_file, write_jsonl
 from alignrepro.provenance import provenance
 
@@ -55,14 +55,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     spec = json.loads(args.spec_json)
-    if spec.get("backend", "hf") == "hf" and args.model is None:
-        raise SystemExit("--model is required for the hf backend")
-    template = resolve_template(args.template, args.model)
-    if spec.get("backend", "hf") == "hf":
-        # make_backend's default stops follow spec["template"] (alpaca); the stops must match the template used.
-        spec = {**spec, "stop": spec.get("stop", TEMPLATE_STOPS.get(template, []))}
-    rows, manifest = load_prompt_sets(args.prompts_dir)
-    backend = make_backend(spec, args.model)
+    rows, manifest = load_prompt_sets(args.prompts_dir)  # a stale prompt file fails before the model loads
+    backend, template, spec = backend_for(spec, args.model, args.template)
     log.info("answering %d safety prompts with %s (template %s)", len(rows), backend.id, template)
     out = answer_prompts(backend, rows, template, args.max_new_tokens)
     write_jsonl(args.out, out)
