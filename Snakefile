@@ -47,6 +47,8 @@ def as_json(obj):
 
 include: "rules/models.smk"
 include: "methods/cut/rules.smk"
+include: "methods/morlaif/rules.smk"
+include: "methods/mote/rules.smk"
 include: "evals/verifiable/rules.smk"
 include: "evals/alpacaeval/rules.smk"
 include: "evals/shared.smk"  # after the papers: it reads SHARED_MODELS

@@ -25,6 +25,13 @@ STEPS = {
     "cut-data": ("alignrepro.methods.cut.data_steps", "CUT: pools, judging, ILF refinement prompts"),
     "cut-train": ("alignrepro.methods.cut.train", "CUT: train CUT or a baseline with LoRA"),
     "cut-tables": ("alignrepro.methods.cut.aggregate", "CUT: reported + reproduced tables, plot"),
+    "morlaif-data": ("alignrepro.methods.morlaif.data", "MORLAIF: prompts and response pairs (HH or offline pool)"),
+    "morlaif-feedback": ("alignrepro.methods.morlaif.feedback", "MORLAIF: per-principle AI feedback, both orders"),
+    "morlaif-pm": ("alignrepro.methods.morlaif.pm", "MORLAIF: train / score one LoRA preference model per principle"),
+    "morlaif-analysis": ("alignrepro.methods.morlaif.analysis", "MORLAIF: weights, ceiling, figures A B F G"),
+    "morlaif-ppo": ("alignrepro.methods.morlaif.ppo", "MORLAIF: PPO with a scalarized multi-PM reward"),
+    "morlaif-compare": ("alignrepro.methods.morlaif.compare", "MORLAIF: answers + pairwise win rates (C, E)"),
+    "morlaif-tables": ("alignrepro.methods.morlaif.aggregate", "MORLAIF: figures beside reported, summary"),
 }
 
 

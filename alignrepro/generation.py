@@ -45,6 +45,9 @@ def format_conversation(template: str, messages: list[dict[str, str]], tokenizer
         raise ValueError("a conversation to answer must end with a user message")
     if template == "chat":
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if template == "hh":  # HH-RLHF's raw dialogue form, for base models without a chat template (GPT-2)
+        names = {"user": "Human", "assistant": "Assistant"}
+        return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages) + "\n\nAssistant:"
     if template == "alpaca":
         from alignrepro.methods.cut.templates import plain_prompt
 
@@ -57,7 +60,7 @@ def format_conversation(template: str, messages: list[dict[str, str]], tokenizer
             elif m["role"] == "assistant":
                 text += " " + m["content"].strip() + "\n\n"
         return text
-    raise ValueError(f"prompt template {template!r} has no multi-turn form (expected 'chat' or 'alpaca')")
+    raise ValueError(f"prompt template {template!r} has no multi-turn form (expected 'chat', 'hh' or 'alpaca')")
 
 
 def resolve_template(template: str, model_dir: str | Path | None) -> str:
@@ -94,7 +97,12 @@ def answer_conversations(
 
 # The official CUT generate.py splits outputs on the template's markers: a model continuing into a made-up
 # "### Instruction:" is cut there, never scored on it.
-TEMPLATE_STOPS = {"alpaca": ["\n### ", "### Instruction", "### Response"], "raw": ["\n### "], "chat": []}
+TEMPLATE_STOPS = {
+    "alpaca": ["\n### ", "### Instruction", "### Response"],
+    "raw": ["\n### "],
+    "chat": [],
+    "hh": ["\n\nHuman:", "\nHuman:"],  # the official MORLAIF sampler stops at "Human:"
+}
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:

@@ -24,7 +24,8 @@ def lora_config(cfg: dict[str, Any]):
         r=cfg["r"],
         lora_alpha=cfg["alpha"],
         lora_dropout=cfg["dropout"],
-        target_modules=list(cfg["target_modules"]),
+        # "all-linear" (PEFT: every linear layer but the output head) stays a string: models name their own layers
+        target_modules=cfg["target_modules"] if isinstance(cfg["target_modules"], str) else list(cfg["target_modules"]),
         bias="none",
         task_type="CAUSAL_LM",
     )

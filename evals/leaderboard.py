@@ -16,8 +16,8 @@ from typing import Any
 
 from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
-from alignrepro.methods.cut.aggregate import md_table, to_csv
 from alignrepro.provenance import provenance
+from alignrepro.reporting import md_table, to_csv
 
 log = logging.getLogger(__name__)
 

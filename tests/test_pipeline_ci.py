@@ -1,6 +1,6 @@
-"""The whole CUT DAG at the ci tier, in a scratch working directory: it runs, its tables are well formed and
-carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns only its row, and the full
-tier's DAG builds (dry run)."""
+"""The whole ci DAG (CUT, MORLAIF, the shared benchmarks) in a scratch working directory: it runs, its tables are
+well formed and carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns only its row,
+and the full tier's DAG builds (dry run)."""
 
 from __future__ import annotations
 
@@ -110,10 +110,15 @@ def test_full_tier_dag_builds(tmp_path):
     stats = job_stats(res.stdout + res.stderr)
     # 2 bases × 5 methods offline + 5 online iterations on the chat base; 13B models from the hub
     assert stats["cut_train"] == 15 and stats["cut_shepherd"] == 1 and stats["cut_reference"] == 1
-    assert stats["base_model"] == 2
-    # every model (2 bases + 15 trained) on the shared benchmarks, with GPT-4 as judge (one card)
-    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17
-    assert stats["judge_card"] == 1 and stats["evals_leaderboard"] == 1
+    # MORLAIF: 5 policy sizes x (12 principle PMs + 2 baseline PMs), 8 identical-budget PPO arms each, GPT-3.5
+    # feedback, figure E on GPT-2-medium only
+    assert stats["morlaif_pm"] == 5 * 14 and stats["morlaif_ppo"] == 5 * 8 and stats["morlaif_analysis"] == 5
+    assert stats["morlaif_figure_c_data"] == 5 and stats["morlaif_figure_e_data"] == 1
+    assert stats["base_model"] == 2 + 5
+    # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms) on the shared benchmarks, with GPT-4 as
+    # judge; cards for GPT-4 and GPT-4-Turbo (MORLAIF's judge)
+    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45
+    assert stats["judge_card"] == 2 and stats["evals_leaderboard"] == 1
 
 
 def test_bad_config_fails_fast_naming_the_key(tmp_path):
@@ -127,7 +132,8 @@ def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
     root = ci_run / "results/evals/ci"
     rows = list(csv.DictReader((root / "leaderboard.csv").open()))
     trained = ["fp", "hindsight", "ilf_mle", "ilf_dpo", "cut", "cut_iter2"]
-    assert sorted(r["model"] for r in rows) == sorted(["base/ci-random-llama"] + [f"cut/{m}" for m in trained])
+    expected = ["base/ci-random-llama", "morlaif/linear"] + [f"cut/{m}" for m in trained]
+    assert sorted(r["model"] for r in rows) == sorted(expected)
     for r in rows:
         for col in ("alpacaeval_win_rate", "mtbench_score", "micro_mmlu_acc", "harmless_strmatch", "over_refusal"):
             assert r[col] not in ("", "None"), (r["model"], col)
@@ -142,3 +148,32 @@ def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
     # each model answers in the format it was trained in
     assert json.loads((root / "answers/cut/cut/respond.provenance.json").read_text())["template"] == "alpaca"
     assert json.loads((root / "answers/base/ci-random-llama/respond.provenance.json").read_text())["template"] == "chat"
+
+
+@pytest.mark.slow
+def test_morlaif_figures_beside_reported_with_provenance(ci_run):
+    root = ci_run / "results/morlaif/ci"
+    rows = list(csv.DictReader((root / "tables/figures.csv").open()))
+    assert {r["figure"] for r in rows} == {"A", "B", "C", "F", "G"}
+    for r in rows:
+        assert r["tier"] == "ci" and r["seed"] == "42" and r["data_sha256"] and r["judge"], r
+    pms = {r["row"] for r in rows if r["figure"] == "A"}
+    assert len(pms) == 14 and {"sycophancy", "cai", "hhh"} <= pms  # 12 principles + the two single-PM baselines
+    objectives = {r["row"] for r in rows if r["figure"] == "B"}
+    assert {"linear", "bernoulli_nash", "multi_pm_ceiling", "single_pm_rlaif_baseline"} <= objectives
+    assert len([r for r in rows if r["figure"] == "G" and r["column"] == "ceiling"]) == 12  # k = 0..11
+    md = (root / "tables/figures.md").read_text()
+    assert "HEURISTIC" in md and "0.825" in md and "84.1" in md  # reported ceiling and figure C beside ours
+    assert "Figure D" in md and "50.9" in md  # the human-evaluation figure: reported only
+    prov = json.loads((root / "tables/provenance.json").read_text())
+    for key in ("git_commit", "packages", "config_hash", "data_sha256", "feedback_model", "judge", "judge_prompt_hash"):
+        assert prov[key] not in (None, "", {}), key
+    # every arm trained with the same budget; per-step logs with finite KL and per-principle rewards
+    for arm in ("linear", "max_min", "single_pm"):
+        log = [json.loads(line) for line in (root / f"ci-random-llama/ppo/{arm}/train_log.jsonl").open()]
+        assert len(log) == 1 and log[0]["objective/kl"] == log[0]["objective/kl"]  # not NaN
+        assert any(k.startswith("reward/pm/") for k in log[0]) and "kl_coef" in log[0]
+    e = (root / "tables/figure_e.md").read_text()
+    assert "| linear |" in e and "| max_min |" in e and "| single_pm |" in e and "plotting error" in e
+    runs = list((root / "ci-random-llama/wandb/wandb").glob("offline-run-*"))
+    assert len(runs) == 14 + 3  # a W&B run per PM and per PPO arm

@@ -4,8 +4,6 @@ provenance, as CSV + Markdown, and one plot. `python -m alignrepro.methods.cut.a
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -15,6 +13,7 @@ import yaml
 
 from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from alignrepro.provenance import provenance
+from alignrepro.reporting import log_to_wandb, md_table, to_csv
 
 OBJECTIVE = {"base": "-", "fp": "MLE", "hindsight": "MLE", "ilf_mle": "MLE", "ilf_dpo": "DPO", "cut": "MLE+UT"}
 LABEL = {
@@ -73,21 +72,6 @@ def model_row(spec: dict[str, Any], base: str, model_id: str, label: str) -> dic
 def _cut_train_stats(meta: dict[str, Any]) -> dict[str, float]:
     logs = [h for h in meta.get("log_history", []) if "detected_ratio" in h]
     return {"detected_ratio": sum(h["detected_ratio"] for h in logs) / len(logs)} if logs else {}
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()})
-    return buf.getvalue()
-
-
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def reproduced_md(rows: list[dict[str, Any]], first_col: str) -> str:
@@ -192,31 +176,6 @@ def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> None
     fig.suptitle(f"CUT reproduction, tier {online[0]['tier'] if online else ''}: oracle accuracy and win rate vs base")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
-
-def log_to_wandb(wandb_cfg: dict[str, Any], root: Path, tier: str, tables: dict[str, list[dict]], prov: dict) -> None:
-    """Each evaluation logs its tables as a W&B run of its own (offline unless configured otherwise)."""
-    if wandb_cfg["mode"] == "disabled":
-        return
-    import pandas as pd
-    import wandb
-
-    (root / "wandb").mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        project=wandb_cfg["project"],
-        group=f"cut-{tier}",
-        name=f"cut-{tier}-tables",
-        job_type="eval",
-        dir=str(root / "wandb"),
-        mode=wandb_cfg["mode"],
-        config={"provenance": prov},
-    )
-    for name, rows in tables.items():
-        frame = pd.DataFrame(
-            [{k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()} for r in rows]
-        )
-        run.log({name: wandb.Table(dataframe=frame)})
-    run.finish()
 
 
 def main(argv: list[str] | None = None) -> None:
