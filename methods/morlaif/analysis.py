@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignrepro.evals.verifiable.accuracy import wilson as wilson_pct
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file
 from alignrepro.methods.morlaif.principles import ABLATION_ORDER, BASELINES, PRINCIPLES
 from alignrepro.methods.morlaif.scalarizers import DEFAULT_PARAMS, SCALARIZERS, scalarize
@@ -68,16 +68,13 @@ FILES = {
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
-    """95 % Wilson score interval of a proportion k/n (None for n = 0)."""
-    if n == 0:
+def wilson(k: int, n: int) -> list[float] | None:
+    """95 % Wilson interval of k/n as proportions (the suite's interval, evals.verifiable.accuracy, is in %)."""
+    ci = wilson_pct(k, n)
+    if ci is None:
         return None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     # at k = 0 or k = n the bound is exactly 0 or 1 (float error would put it just inside)
-    return [0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half)]
+    return [0.0 if k == 0 else ci[0] / 100, 1.0 if k == n else ci[1] / 100]
 
 
 def accuracy(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
