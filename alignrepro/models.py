@@ -185,6 +185,13 @@ def model_identity(ref_dir: str | Path) -> dict[str, Any]:
     meta = read_json(Path(ref_dir) / "model.json")
     if meta["kind"] == "lora":
         return {"name": meta["name"], "adapter_sha256": meta["adapter_sha256"], "base": model_identity(meta["base"])}
+    if meta["kind"] in ("pm_lora", "mote"):  # a MORLAIF preference model / a MoTE model: adapters over a base
+        return {
+            "name": meta.get("name", meta.get("principle", meta.get("arch"))),
+            "kind": meta["kind"],
+            "adapter_sha256": meta.get("adapter_sha256"),
+            "base": model_identity(meta["base"]),
+        }
     return {
         "name": meta["name"],
         "weights_sha256": meta.get("weights_sha256"),
