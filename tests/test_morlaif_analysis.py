@@ -209,3 +209,14 @@ def test_cli_writes_every_file_with_provenance(known, tmp_path):
     assert first["objectives"] == second["objectives"]
     with pytest.raises(ValueError):
         A.merge_config({"weights": "ridge"})
+
+
+def test_l2_penalty_bounds_weights_on_separable_pairs():
+    """Few labelled pairs are separable: the un-penalised fit (the paper's) diverges, the L2 fit stays bounded."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3))
+    y = (x[:, 0] > 0).astype(int)  # perfectly separable by feature 0
+    free, _ = A.fit_preference_weights(x, y)
+    l2, info = A.fit_preference_weights(x, y, C=1.0)
+    assert np.abs(free).max() > 10 * np.abs(l2).max()
+    assert np.argmax(np.abs(l2)) == 0 and l2[0] > 0 and info["l2_C"] == 1.0

@@ -54,6 +54,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "scalarizer_params": {k: v for k, v in DEFAULT_PARAMS.items() if k != "variances"},
     "agreement_split": "all",  # the paper used HH train; "all" gives more pairs at the tiny tier
     "max_iter": 10000,
+    "l2_C": None,  # None: un-penalised (the paper); a float: L2 with that inverse strength (tiny: few pairs)
     "seed": 0,
 }
 WEIGHT_MODES = ("pm_regression", "feedback_regression", "uniform")
@@ -83,8 +84,11 @@ def accuracy(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     return {"accuracy": k / n if n else None, "n": n, "correct": k, "ci95": wilson(k, n)}
 
 
-def fit_preference_weights(x: np.ndarray, y: np.ndarray, max_iter: int = 10000) -> tuple[np.ndarray, dict[str, Any]]:
-    """Un-penalised logistic regression without intercept on (x, y) plus the mirrored pairs (-x, 1 - y)."""
+def fit_preference_weights(
+    x: np.ndarray, y: np.ndarray, max_iter: int = 10000, C: float | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Logistic regression without intercept on (x, y) plus the mirrored pairs (-x, 1 - y): un-penalised (the
+    official fit) unless C is given (L2, sklearn's inverse strength: few, separable pairs give unbounded weights)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -94,7 +98,9 @@ def fit_preference_weights(x: np.ndarray, y: np.ndarray, max_iter: int = 10000) 
         raise ValueError("no labelled pairs to fit the weights on")
     xx = np.concatenate([x, -x])
     yy = np.concatenate([y, 1 - y])
-    model = LogisticRegression(C=np.inf, fit_intercept=False, solver="newton-cholesky", max_iter=max_iter)
+    model = LogisticRegression(
+        C=np.inf if C is None else C, fit_intercept=False, solver="newton-cholesky", max_iter=max_iter
+    )
     with warnings.catch_warnings(record=True) as caught:
         # recorded, not printed: separable data (no convergence) and collinear features (Newton falls back to lbfgs)
         warnings.simplefilter("always")
@@ -104,6 +110,7 @@ def fit_preference_weights(x: np.ndarray, y: np.ndarray, max_iter: int = 10000) 
     rank = int(np.linalg.matrix_rank(x)) if x.size else 0
     info = {
         "n_pairs": int(len(y)),
+        "l2_C": C,
         "n_rows_with_mirrors": int(len(yy)),
         "n_features": int(x.shape[1]),
         "feature_rank": rank,  # < n_features: the weights are not identified (collinear or too few pairs)
@@ -212,13 +219,13 @@ def feedback_std(data: Data, ids: np.ndarray, principles: list[str]) -> np.ndarr
     return std
 
 
-def fit_ceiling(data: Data, principles: list[str], max_iter: int) -> dict[str, Any]:
+def fit_ceiling(data: Data, principles: list[str], max_iter: int, C: float | None = None) -> dict[str, Any]:
     """Logistic regression on the feedback margins (a PM with 100 % principle accuracy): fit on labelled train pairs,
     accuracy on labelled test pairs."""
     train = data.with_feedback(data.ids("train", labelled=True), principles)
     test = data.with_feedback(data.ids("test", labelled=True), principles)
     std = feedback_std(data, train, principles)
-    coef, info = fit_preference_weights(data.margins(train, principles) / std, data.human(train), max_iter)
+    coef, info = fit_preference_weights(data.margins(train, principles) / std, data.human(train), max_iter, C)
     pred = (data.margins(test, principles) / std @ coef > 0).astype(int)
     return {
         **accuracy(pred, data.human(test)),
@@ -229,12 +236,14 @@ def fit_ceiling(data: Data, principles: list[str], max_iter: int) -> dict[str, A
     }
 
 
-def fit_pm_linear(data: Data, principles: list[str], stats: dict, max_iter: int) -> tuple[np.ndarray, dict, dict]:
+def fit_pm_linear(
+    data: Data, principles: list[str], stats: dict, max_iter: int, C: float | None = None
+) -> tuple[np.ndarray, dict, dict]:
     """Weights on z-scored PM score differences (labelled train) and the linear combination's test accuracy."""
     train = data.with_scores(data.ids("train", labelled=True), principles)
     test = data.with_scores(data.ids("test", labelled=True), principles)
     diff = zscored(data, train, principles, stats, "a") - zscored(data, train, principles, stats, "b")
-    coef, info = fit_preference_weights(diff, data.human(train), max_iter)
+    coef, info = fit_preference_weights(diff, data.human(train), max_iter, C)
     tdiff = zscored(data, test, principles, stats, "a") - zscored(data, test, principles, stats, "b")
     return coef, info, accuracy((tdiff @ coef > 0).astype(int), data.human(test))
 
@@ -251,11 +260,11 @@ def figure_a(data: Data, pm_principles: list[str]) -> dict[str, Any]:
 
 def compute_weights(data: Data, cfg: dict[str, Any], stats: dict) -> dict[str, Any]:
     principles = cfg["principles"]
-    coef_pm, info_pm, _ = fit_pm_linear(data, principles, stats, cfg["max_iter"])
+    coef_pm, info_pm, _ = fit_pm_linear(data, principles, stats, cfg["max_iter"], cfg["l2_C"])
     train_fb = data.with_feedback(data.ids("train", labelled=True), principles)
     std = feedback_std(data, train_fb, principles)
     coef_fb, info_fb = fit_preference_weights(
-        data.margins(train_fb, principles) / std, data.human(train_fb), cfg["max_iter"]
+        data.margins(train_fb, principles) / std, data.human(train_fb), cfg["max_iter"], cfg["l2_C"]
     )
     modes = {
         "pm_regression": {"weights": dict(zip(principles, coef_pm.tolist(), strict=True)), "fit": info_pm},
@@ -343,8 +352,8 @@ def figure_g(data: Data, cfg: dict[str, Any], stats: dict) -> dict[str, Any]:
     rows = []
     for k in range(len(order)):
         kept = order[k:]
-        ceiling = fit_ceiling(data, kept, cfg["max_iter"])
-        coef, info, pm_acc = fit_pm_linear(data, kept, stats, cfg["max_iter"])
+        ceiling = fit_ceiling(data, kept, cfg["max_iter"], cfg["l2_C"])
+        coef, info, pm_acc = fit_pm_linear(data, kept, stats, cfg["max_iter"], cfg["l2_C"])
         rows.append(
             {
                 "ablated": k,
@@ -401,7 +410,7 @@ def run_analysis(
         raise ValueError(f"no feedback for principle(s) {missing}")
     stats = zscore_stats(data, principles)
     weights = compute_weights(data, cfg, stats)
-    ceiling = fit_ceiling(data, principles, cfg["max_iter"])
+    ceiling = fit_ceiling(data, principles, cfg["max_iter"], cfg["l2_C"])
     weights["multi_pm_ceiling"] = ceiling
     pm_principles = [p for p in [*principles, *cfg["baselines"]] if len(data.with_scores(data.ids("test"), [p]))]
     return {
