@@ -35,6 +35,8 @@ SHARED_MODELS = {}
 
 
 def register_shared_model(key, model_dir, base, paper, method):
+    if paper not in config["papers"]:  # a paper left out of `papers` adds nothing to the leaderboard either
+        return
     SHARED_MODELS[key] = {"dir": model_dir, "base": base, "paper": paper, "method": method}
     base_key = f"base/{base}"
     if base_key not in SHARED_MODELS:  # every trained model's base is on the board too (and is its reference)

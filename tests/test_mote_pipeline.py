@@ -1,0 +1,132 @@
+"""MoTE's whole DAG at the ci tier in a scratch working directory (targets mote_tables + mote_ablations): it runs, its
+tables are well formed, carry provenance and the reported rows, a second run is a no-op; the full tier dry-runs with
+the expected job counts and MoTE stays out of the default target."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+TARGETS = ["mote_tables", "mote_ablations"]
+CI = ["--config", "tier=ci", "papers=[mote]"]
+
+
+def smk(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    block = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("mote_ci")
+    res = smk(work, *TARGETS, *CI)  # targets first: --config takes every later word
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert "# MoTE summary (tier ci)" in res.stdout + res.stderr  # summary printed at the end (`&& cat`)
+    return work
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+@pytest.mark.slow
+def test_headline_tables_have_reported_and_reproduced_rows_with_provenance(ci_run):
+    t = ci_run / "results/mote/ci/tables"
+    md = (t / "tables.md").read_text()
+    for heading in ("Table 1", "Table 2", "Table 3"):
+        assert heading in md
+    assert "HEURISTIC judge" in md  # the judge card line of the judge used
+    rows = _csv(t / "tables.csv")
+    rep = {(r["table"], r["row"]) for r in rows if r["source"] == "reported (v5)"}
+    assert {
+        ("table1", "o1"),
+        ("table1", "MoTE-WVU-7B"),
+        ("table2", "MATRIX"),
+        ("table3", "analysis-guidance-answer"),
+    } <= rep
+    reported_only = {r["row"]: r["note"] for r in rows if r["table"] == "table1" and "reported only" in r["note"]}
+    assert set(reported_only) == {"o1", "o3-mini", "MATRIX"}
+    repro = [r for r in rows if r["source"] == "reproduced"]
+    t1 = {r["row"] for r in repro if r["table"] == "table1"}
+    assert t1 == {"MoTE-ci-random-llama", "SFT", "RLCD"}
+    assert {r["row"] for r in repro if r["table"] == "table3"} == {"WVU", "analysis-guidance-answer"}
+    t2 = {r["row"]: r for r in repro if r["table"] == "table2"}
+    assert set(t2) == {"total_reasoning_chain", "analysis", "guidance", "safe_answer"}
+    assert int(t2["total_reasoning_chain"]["amount"]) >= 1
+    prov = json.loads((t / "tables.provenance.json").read_text())
+    assert prov["tier"] == "ci" and isinstance(prov["seed"], int)
+    for r in repro:
+        assert (
+            r["tier"] == "ci" and r["seed"] == str(prov["seed"]) and re.fullmatch(r"[0-9a-f]{12}", r["data_sha256"])
+        ), r
+        if r["table"] != "table2":
+            assert r["judge"].startswith("HEURISTIC") and r["model"].startswith("ci-random-llama:"), r
+            assert r["harm"] != "" and 0 <= float(r["harm"]) <= 100, r
+    mote = next(r for r in repro if r["row"] == "MoTE-ci-random-llama")
+    assert mote["goodness_at_0.1"] != "" and mote["not_overrefuse"] != ""  # the Table 1 stand-ins are computed
+    ev = json.loads((ci_run / "results/mote/ci/ci-random-llama/eval/table1.json").read_text())
+    assert ev["provenance"]["judge_id"] == ev["judge"]["id"] and ev["provenance"]["data_sha256"]
+    assert ev["systems"]["MoTE"]["n"]["jailbreak"] > 0
+
+
+@pytest.mark.slow
+def test_ablation_tables_and_plots(ci_run):
+    t = ci_run / "results/mote/ci/tables"
+    rows = _csv(t / "ablations.csv")
+    t4 = {r["row"] for r in rows if r["table"] == "table4" and r["source"] == "reproduced"}
+    assert t4 == {"MoTE", "LoRA", "MoTE-minus-both"}
+    t6 = {r["row"]: r for r in rows if r["table"] == "table6" and r["source"] == "reproduced"}
+    assert set(t6) == {"explicit_extra_datasets", "MoTE"}
+    assert float(t6["explicit_extra_datasets"]["flops_rel"]) == 1.0 and float(t6["MoTE"]["flops_rel"]) > 0
+    f6 = {r["row"] for r in rows if r["table"] == "fig6"}
+    assert f6 == {"q_a-12", "adaptive-12"}
+    for png in ("fig6_harm_vs_budget.png", "table4_architectures.png"):
+        assert (t / png).read_bytes()[:4] == b"\x89PNG"
+    assert any((ci_run / "results/mote/ci/tables/wandb").rglob("*.wandb"))  # the offline W&B run of the tables
+
+
+@pytest.mark.slow
+def test_second_run_is_a_noop(ci_run):
+    res = smk(ci_run, *TARGETS, "-n", *CI)
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_full_tier_dry_run_job_counts(tmp_path):
+    res = smk(tmp_path, *TARGETS, "-n", "--config", "tier=full", "papers=[mote]", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    stats = job_stats(res.stdout)
+    expected = {
+        "base_model": 2,  # WVU-7B, Llama-3.1-8B-Instruct
+        "mote_chains": 2,  # self-generated per base
+        "mote_self_bleu": 2,
+        "mote_baseline_data": 4,  # SFT, Critique-Revise, Mistake Analysis, RLCD on WVU
+        "mote_train_baseline": 4,
+        "mote_generate_baseline": 4,
+        "mote_train": 10,  # MoTE x 2 bases + 7 Table 4 archs + the explicit-datasets MoTE (Table 6)
+        "mote_infer": 10,
+        "mote_infer_fig6": 16,  # 4 modes x 4 budgets
+        "mote_prompting": 6,  # Table 3
+        "mote_evaluate": 5,  # table1 x 2 bases, table3, table4, fig6
+        "mote_efficiency": 1,
+        "mote_tables": 1,
+        "mote_ablations": 1,
+    }
+    assert {k: stats.get(k) for k in expected} == expected
+    # not in the default papers: the default target has no MoTE job
+    res = smk(tmp_path, "--config", "tier=full", "-n", timeout=300)
+    assert res.returncode == 0 and "mote_" not in res.stdout
