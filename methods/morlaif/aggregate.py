@@ -140,7 +140,8 @@ def figure_c_md(bases: list[Base], rep: dict[str, Any], headline: str) -> tuple[
     cells, csv_rows = [], []
     for b in bases:
         cell = (b.c or {}).get("cells", {}).get("single_pm", {}).get(headline, {})
-        cells.append(f"{pct_ci(cell.get('win_rate'), cell.get('ci95'))} (n={cell.get('n', 0)})")
+        same = f", {cell['n_identical']} identical answers" if cell.get("n_identical") else ""
+        cells.append(f"{pct_ci(cell.get('win_rate'), cell.get('ci95'))} (n={cell.get('n', 0)}{same})")
         csv_rows.append({"figure": "C", "row": f"{headline}_vs_single_pm", "base": b.name,
                          "value": cell.get("win_rate"), "ci95": cell.get("ci95"), "n": cell.get("n")})  # fmt: skip
     row = [f"MORLAIF ({headline}) vs single-PM RLAIF, win rate %", *cells, *reported_cells(t, "morlaif_win_rate_pct")]
@@ -237,9 +238,10 @@ def claims(bases: list[Base], headline: str) -> list[str]:
         if cell.get("win_rate") is not None:
             c = cell.get("ci95") or [math.nan, math.nan]
             resolved = c[0] > 50 or c[1] < 50
+            same = f" ({cell['n_identical']} of {cell['n']} answers identical)" if cell.get("n_identical") else ""
             out.append(f"- {b.name}: MORLAIF ({headline}) wins {cell['win_rate']:.1f} % [{c[0]:.1f}, {c[1]:.1f}] "
                        f"against single-PM RLAIF (paper: 62–84 %) → "
-                       f"{'resolved' if resolved else 'not distinguishable from 50 % at this n'}.")  # fmt: skip
+                       f"{'resolved' if resolved else 'not distinguishable from 50 % at this n'}{same}.")  # fmt: skip
     return out
 
 
