@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from workflow import job_stats, smk
 
-REPO = Path(__file__).resolve().parents[1]
 TARGETS = ["mote_tables", "mote_ablations"]
 CI = ["--config", "tier=ci", "papers=[mote]"]
 

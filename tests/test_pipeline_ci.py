@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from workflow import job_stats, smk
 
-REPO = Path(__file__).resolve().parents[1]
 METHODS = ["Base", "Forward Prediction", "Hindsight", "ILF-MLE", "ILF-DPO", "CUT"]
 
 
