@@ -164,22 +164,13 @@ def test_cli_writes_every_file_with_provenance(known, tmp_path):
     for p, rows in feedback.items():
         write_jsonl(tmp_path / "feedback" / f"{p}.jsonl", rows)
     cfg = {"weights": "feedback_regression"}
-    A.main(
-        [
-            "--pairs",
-            str(tmp_path / "pairs.jsonl"),
-            "--feedback-dir",
-            str(tmp_path / "feedback"),
-            "--pm-scores",
-            str(tmp_path / "pm_scores.jsonl"),
-            "--config-json",
-            json.dumps(cfg),
-            "--tier",
-            "ci",
-            "--out-dir",
-            str(tmp_path / "analysis"),
-        ]
-    )
+
+    def run(out_dir: str, *extra: str) -> None:
+        inputs = ["--pairs", str(tmp_path / "pairs.jsonl"), "--feedback-dir", str(tmp_path / "feedback")]
+        A.main([*inputs, "--pm-scores", str(tmp_path / "pm_scores.jsonl"), "--config-json", json.dumps(cfg), *extra,
+                "--out-dir", str(tmp_path / out_dir)])  # fmt: skip
+
+    run("analysis", "--tier", "ci")
     for name in A.FILES.values():
         doc = read_json(tmp_path / "analysis" / name)
         prov = doc["provenance"]
@@ -191,20 +182,7 @@ def test_cli_writes_every_file_with_provenance(known, tmp_path):
     )
     # deterministic: a second run writes the same numbers
     first = read_json(tmp_path / "analysis" / A.FILES["B"])
-    A.main(
-        [
-            "--pairs",
-            str(tmp_path / "pairs.jsonl"),
-            "--feedback-dir",
-            str(tmp_path / "feedback"),
-            "--pm-scores",
-            str(tmp_path / "pm_scores.jsonl"),
-            "--config-json",
-            json.dumps(cfg),
-            "--out-dir",
-            str(tmp_path / "again"),
-        ]
-    )
+    run("again")
     second = read_json(tmp_path / "again" / A.FILES["B"])
     assert first["objectives"] == second["objectives"]
     with pytest.raises(ValueError):

@@ -190,7 +190,7 @@ def _toy_pairs(n: int) -> tuple[list[dict], list[dict]]:
     return pairs, fb
 
 
-def test_margin_column_reaches_the_loss(ci_model):
+def test_margin_column_reaches_the_loss(ci_model, tmp_path):
     pairs, fb = _toy_pairs(6)
     tok = P.load_pm_tokenizer(ci_model)
     cfg = P.merge_config({"lora": {"target_modules": TARGETS, "layers": 1}, "train": {"max_length": 48}})
@@ -204,7 +204,7 @@ def test_margin_column_reaches_the_loss(ci_model):
     torch.manual_seed(0)
     model = P.load_seqcls_base(ci_model, torch.float32, tok.pad_token_id)
     kwargs = {
-        "output_dir": "/tmp/unused-morlaif-pm",
+        "output_dir": str(tmp_path / "unused"),
         "per_device_train_batch_size": 4,
         "report_to": [],
         "use_cpu": True,
