@@ -264,6 +264,16 @@ def test_rlcd_pairs_come_from_the_contrasting_system_prompts():
     assert same == [] and counts["dropped_identical"] == 2
 
 
+def test_rlcd_sides_are_drawn_with_different_seeds():
+    """A sampler whose text depends on its seed only (a random model): the two sides must still differ."""
+    runner, backend = _runner(lambda c: "")
+    backend.seed = 7
+    backend.reply = lambda c: f"draw-{backend.seed}"
+    rows, _, counts = B.build_rlcd(runner, QUERY_ROWS)
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [("draw-7", "draw-8")] * 2
+    assert backend.seed == 7 and "dropped_identical" not in counts  # restored for later steps
+
+
 def test_critique_revise_and_mistake_analysis_rows():
     def reply(conv):
         last = conv[-1]["content"]

@@ -14,7 +14,8 @@ chains (chains.StepRunner), with prompts from templates.py:
   "mistake analysis" data is thus the model criticising its own induced mistakes; no unlikelihood term.
 - rlcd (Yang et al. 2023): the same query answered under a positive ("harmless, helpful") and a negative
   ("harmful, unhelpful") system prompt -> chosen / rejected for DPO; the pair's prompt is the plain query (no system
-  prompt). Pairs whose two answers are equal or empty are dropped and counted. RLCD's paper trains a preference model
+  prompt); when sampling, the sides draw with seeds s and s + 1. Pairs whose two answers are equal or empty are
+  dropped and counted. RLCD's paper trains a preference model
   and runs PPO; DPO on the contrast pairs is the project's stand-in (as the issue says).
 - MATRIX (Pang et al. 2024) stays a reported-only row: it needs a multi-agent social-scene simulation (many role-
   playing agents and a moderator, 10-20 LLM calls per query with long contexts) run by a capable model; a 135M
@@ -134,9 +135,15 @@ def build_mistake_analysis(runner: StepRunner, rows: list[Row]) -> tuple[list[Ro
 def build_rlcd(runner: StepRunner, rows: list[Row]) -> tuple[list[Row], list[Row], Counter]:
     fb: Counter = Counter()
     answers = {}
-    for side, system in (("chosen", T.RLCD_POSITIVE_SYSTEM), ("rejected", T.RLCD_NEGATIVE_SYSTEM)):
+    seed = getattr(runner.backend, "seed", None)
+    for offset, (side, system) in enumerate((("chosen", T.RLCD_POSITIVE_SYSTEM), ("rejected", T.RLCD_NEGATIVE_SYSTEM))):
+        if seed is not None:
+            # Independent draws per side when sampling: one shared seed made a random (ci) model's two answers equal.
+            runner.backend.seed = seed + offset
         convs = [[{"role": "system", "content": system}, *r["messages"]] for r in rows]
         answers[side] = [clean_output(t)[0] for t in runner.generate(f"rlcd_{side}", convs, None)]
+    if seed is not None:
+        runner.backend.seed = seed
     out, trace = [], []
     for r, c, j in zip(rows, answers["chosen"], answers["rejected"], strict=True):
         trace.append({"id": r["id"], "chosen": c, "rejected": j})
