@@ -58,6 +58,10 @@ def coerce_scalars(value: Any) -> Any:
     return value
 
 
+# Training sections whose optional `seed` defaults to the top-level one (`--config seed=7` changes every draw).
+TRAINING_SEEDS = (("cut", "train"), ("morlaif", "pm", "train"), ("mote", "train", "train"))
+
+
 def resolve_config(user: dict[str, Any], config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
     """Merge the tier preset under the user's values and validate the result against config/schema.yaml."""
     user = coerce_scalars(user)
@@ -69,6 +73,11 @@ def resolve_config(user: dict[str, Any], config_dir: Path = CONFIG_DIR) -> dict[
     merged = deep_merge(_load_yaml(config_dir / "defaults.yaml"), _load_yaml(config_dir / "tiers" / f"{tier}.yaml"))
     merged = deep_merge(merged, user)
     validate(merged, config_dir / "schema.yaml", source=f"config/tiers/{tier}.yaml + config/config.yaml/--config")
+    for path in TRAINING_SEEDS:  # a run's `seed` reseeds its training too, unless a paper pins its own
+        node = merged
+        for key in path:
+            node = node[key]
+        node.setdefault("seed", merged["seed"])
     return merged
 
 

@@ -19,6 +19,15 @@ def test_tier_preset_overrides_defaults_and_user_overrides_tier():
     assert user["cut"]["cut"]["weight_unlike"] == 1.0  # siblings survive a nested override
 
 
+@pytest.mark.parametrize("tier", ["ci", "tiny", "full"])
+def test_training_seeds_follow_the_run_seed_unless_pinned(tier):
+    cfg = resolve_config({"tier": tier, "seed": 7})
+    seeds = [cfg["cut"]["train"]["seed"], cfg["morlaif"]["pm"]["train"]["seed"], cfg["mote"]["train"]["train"]["seed"]]
+    assert seeds == [7, 7, 7]
+    pinned = resolve_config({"tier": tier, "seed": 7, "mote": {"train": {"train": {"seed": 3}}}})
+    assert pinned["mote"]["train"]["train"]["seed"] == 3 and pinned["cut"]["train"]["seed"] == 7
+
+
 def test_judge_spec_is_replaced_whole_not_merged():
     ci = resolve_config({"tier": "ci"})
     # defaults.yaml has an openai judge with model/max_requests; ci's heuristic spec must not inherit them
