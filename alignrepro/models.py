@@ -29,6 +29,21 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# FastChat's "vicuna_v1.1" conversation, for hub models that ship no chat template (Wizard-Vicuna-7B-Uncensored,
+# MoTE's main base): "<system> USER: <q> ASSISTANT: <a></s>USER: ... ASSISTANT:".
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+VICUNA_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    '{% set turns = messages[1:] %}{% else %}{% set system = "' + VICUNA_SYSTEM + '" %}'
+    "{% set turns = messages %}{% endif %}{{ system }}"
+    "{% for m in turns %}{% if m['role'] == 'user' %}{{ ' USER: ' + m['content'] }}"
+    "{% else %}{{ ' ASSISTANT: ' + m['content'] + eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ ' ASSISTANT:' }}{% endif %}"
+)
+CHAT_TEMPLATES = {"chatml": CHATML_TEMPLATE, "vicuna_v1.1": VICUNA_TEMPLATE}
 
 
 def choose_dtype(preference: str = "auto") -> torch.dtype:
@@ -165,6 +180,12 @@ def prepare_model(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
         # Full tier: no copy of a 13B model; the reference resolves through from_pretrained (hub id or local folder).
         ref = {"kind": "base", "weights": spec["repo_id"], "revision": spec.get("revision")}
         facts: dict[str, Any] = {}
+        if spec.get("chat_template"):
+            if spec["chat_template"] not in CHAT_TEMPLATES:
+                raise ValueError(
+                    f"models.{name}.chat_template: {spec['chat_template']!r} not in {list(CHAT_TEMPLATES)}"
+                )
+            facts["chat_template"] = spec["chat_template"]  # applied by load_tokenizer when the hub's has none
     else:
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -218,6 +239,8 @@ def load_tokenizer(ref_dir: str | Path, padding_side: str = "left"):
     if meta["kind"] == "lora":
         return load_tokenizer(meta["base"], padding_side)
     tok = AutoTokenizer.from_pretrained(_weights_path(ref_dir, meta), revision=meta.get("revision"))
+    if meta.get("chat_template") and not tok.chat_template:
+        tok.chat_template = CHAT_TEMPLATES[meta["chat_template"]]
     tok.padding_side = padding_side
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

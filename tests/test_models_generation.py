@@ -36,6 +36,31 @@ def test_hub_source_resolves_a_local_folder_in_hub_layout(ci_model, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+def test_hub_model_without_chat_template_gets_the_configured_vicuna_one(ci_model, tmp_path):
+    """Wizard-Vicuna ships no chat template: the registry's `chat_template: vicuna_v1.1` fills it in at load time."""
+    bare = tmp_path / "bare"
+    tok = models.load_tokenizer(ci_model)
+    tok.chat_template = None
+    tok.save_pretrained(bare)
+    models.load_model(ci_model).save_pretrained(bare)
+    ref = tmp_path / "hubref"
+    spec = {"source": "hub", "repo_id": str(bare), "revision": None, "chat_template": "vicuna_v1.1"}
+    models.prepare_model("wvu-stand-in", spec, ref)
+    tok = models.load_tokenizer(ref)
+    conv = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Q?"},
+    ]
+    text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert text == f"{models.VICUNA_SYSTEM} USER: Hi ASSISTANT: Hello{tok.eos_token} USER: Q? ASSISTANT:"
+    with_system = [{"role": "system", "content": "Be brief."}, conv[0]]
+    assert tok.apply_chat_template(with_system, tokenize=False) == "Be brief. USER: Hi"
+    assert models.load_tokenizer(ci_model).chat_template == models.CHATML_TEMPLATE  # an own template is kept
+    with pytest.raises(ValueError, match="chat_template"):
+        models.prepare_model("x", {**spec, "chat_template": "alpaca"}, tmp_path / "bad")
+
+
 def _fake_wheel(cache: Path, member_bytes: bytes) -> Path:
     wheel = cache / "fake_model-0.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
