@@ -97,6 +97,8 @@ rule evals_alpacaeval:
         f"{EV_R}/scores/{{key}}/alpacaeval.json",
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
+    params:
+        judge=EV_JUDGE,  # a param, not a global in the shell string: a changed judge reruns the job
     log:
         f"{EV_R}/logs/alpacaeval/{{key}}.log",
     benchmark:
@@ -104,7 +106,7 @@ rule evals_alpacaeval:
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.evals.alpacaeval.winrate --model-outputs {input.model} --reference-outputs {input.reference} "
-        "--judge-config {EV_JUDGE:q} --cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
+        "--judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
 
 
 rule evals_mtbench:
@@ -115,13 +117,15 @@ rule evals_mtbench:
         f"{EV_R}/scores/{{key}}/mtbench.json",
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
+    params:
+        judge=EV_JUDGE,
     log:
         f"{EV_R}/logs/mtbench/{{key}}.log",
     benchmark:
         f"{EV_R}/benchmarks/mtbench/{{key}}.tsv"
     threads: config["threads"]
     shell:
-        "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --judge-config {EV_JUDGE:q} "
+        "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --judge-config {params.judge:q} "
         "--cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
 
 
@@ -134,12 +138,14 @@ rule evals_mtbench_pairwise:
         f"{EV_R}/scores/{{key}}/mtbench_pairwise.json",
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
+    params:
+        judge=EV_JUDGE,
     log:
         f"{EV_R}/logs/mtbench_pairwise/{{key}}.log",
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --baseline {input.baseline} "
-        "--judge-config {EV_JUDGE:q} --cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
+        "--judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
 
 
 rule evals_lmeval:
@@ -176,13 +182,14 @@ rule evals_safety:
         key=r"[^/]+/[^/]+",
     params:
         threshold=EV["safety"]["harmless_threshold"],
+        judge=EV_JUDGE,
     log:
         f"{EV_R}/logs/safety/{{key}}.log",
     benchmark:
         f"{EV_R}/benchmarks/safety/{{key}}.tsv"
     threads: config["threads"]
     shell:
-        "{PY} -m alignrepro.evals.safety.score --answers {input.answers} --judge-config {EV_JUDGE:q} "
+        "{PY} -m alignrepro.evals.safety.score --answers {input.answers} --judge-config {params.judge:q} "
         "--harmful-threshold {params.threshold} --cache results/judge_cache.sqlite --out {output} --tier {TIER} "
         "> {log} 2>&1"
 

@@ -153,6 +153,7 @@ rule morlaif_pm_scores:
         f"{ML_R}/{{base}}/pm_scores.jsonl",
     params:
         pms=lambda w: as_json(ml_pm_dirs(w.base, ML_BANK)),
+        dtype=config["dtype"],
     log:
         f"{ML_R}/logs/pm_scores_{{base}}.log",
     benchmark:
@@ -160,7 +161,7 @@ rule morlaif_pm_scores:
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.methods.morlaif.pm score --pms-json {params.pms:q} --pairs {input.pairs} "
-        "--dtype {config[dtype]} --tier {TIER} --out {output} > {log} 2>&1"
+        "--dtype {params.dtype} --tier {TIER} --out {output} > {log} 2>&1"
 
 
 rule morlaif_analysis:

@@ -169,6 +169,7 @@ rule mote_train:
         arch=lambda w: "mote" if w.arch == "mote_explicit" else w.arch,
         explicit=lambda w: "--explicit-datasets" if w.arch == "mote_explicit" else "",
         name=lambda w: f"mote-{TIER}-{w.base}-{w.arch}",
+        cfg=MT_TRAIN,
     log:
         f"{MT_R}/logs/train_{{base}}_{{arch}}.log",
     benchmark:
@@ -176,7 +177,7 @@ rule mote_train:
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.methods.mote.train --arch {params.arch} {params.explicit} --base $(dirname {input.base}) "
-        "--chains {input.chains} --config-json {MT_TRAIN:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
+        "--chains {input.chains} --config-json {params.cfg:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
         "--name {params.name} --out $(dirname {output}) > {log} 2>&1"
 
 
@@ -192,6 +193,7 @@ rule mote_train_baseline:
         baseline="sft|critique_revise|mistake_analysis|rlcd",
     params:
         name=lambda w: f"mote-{TIER}-{w.base}-baseline-{w.baseline}",
+        cfg=MT_BASE_TRAIN,
     log:
         f"{MT_R}/logs/train_{{base}}_baseline_{{baseline}}.log",
     benchmark:
@@ -199,7 +201,7 @@ rule mote_train_baseline:
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.methods.mote.train_baselines --method {wildcards.baseline} --base $(dirname {input.base}) "
-        "--data {input.data} --config-json {MT_BASE_TRAIN:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
+        "--data {input.data} --config-json {params.cfg:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
         "--name {params.name} --out $(dirname {output}) > {log} 2>&1"
 
 
@@ -212,6 +214,9 @@ rule mote_infer:
         f"{MT_R}/{{base}}/answers/mote/{{arch}}.jsonl",
     wildcard_constraints:
         arch="|".join(MT_ARCHS + ["mote_explicit"]),
+    params:
+        budget=MT["generation"]["max_new_tokens"],
+        infer=MT_INFER,
     log:
         f"{MT_R}/logs/infer_{{base}}_{{arch}}.log",
     benchmark:
@@ -219,7 +224,7 @@ rule mote_infer:
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.methods.mote.infer --model $(dirname {input.model}) --prompts {input.prompts} "
-        "--mode adaptive --max-new-tokens {MT[generation][max_new_tokens]} {MT_INFER} --tier {TIER} "
+        "--mode adaptive --max-new-tokens {params.budget} {params.infer} --tier {TIER} "
         "--out {output} > {log} 2>&1"
 
 
@@ -233,12 +238,14 @@ rule mote_infer_fig6:
     wildcard_constraints:
         mode="adaptive|q_a|q_ana_a|q_ana_guid_a",
         budget=r"\d+",
+    params:
+        infer=MT_INFER,
     log:
         f"{MT_R}/logs/fig6_{{base}}_{{mode}}-{{budget}}.log",
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.methods.mote.infer --model $(dirname {input.model}) --prompts {input.prompts} "
-        "--mode {wildcards.mode} --max-new-tokens {wildcards.budget} {MT_INFER} --tier {TIER} --out {output} "
+        "--mode {wildcards.mode} --max-new-tokens {wildcards.budget} {params.infer} --tier {TIER} --out {output} "
         "> {log} 2>&1"
 
 
@@ -294,6 +301,8 @@ rule mote_evaluate:
     params:
         systems=lambda w: " ".join(f"{k}={v}" for k, v in mt_group_systems(w.base, w.group).items()),
         judge=lambda w: as_json(judge_spec(MT["judge"])),
+        judge_name=MT["judge"],
+        threshold=MT["harmless_threshold"],
         seed=config["seed"],
     log:
         f"{MT_R}/logs/evaluate_{{base}}_{{group}}.log",
@@ -302,7 +311,7 @@ rule mote_evaluate:
     threads: config["threads"]
     shell:
         "{PY} -m alignrepro.methods.mote.evaluate score --prompts {input.prompts} --system {params.systems} "
-        "--judge-config {params.judge:q} --judge-name {MT[judge]} --harmless-threshold {MT[harmless_threshold]} "
+        "--judge-config {params.judge:q} --judge-name {params.judge_name} --harmless-threshold {params.threshold} "
         "--cache results/judge_cache.sqlite --seed {params.seed} --tier {TIER} --out {output} > {log} 2>&1"
 
 
@@ -340,10 +349,12 @@ rule mote_tables:
         report(f"{MT_R}/tables/tables.md", category="MoTE", labels={"table": "Tables 1, 2, 3"}),
         f"{MT_R}/tables/tables.csv",
         summary=f"{MT_R}/tables/summary.md",
+    params:
+        spec=MT_SPEC,
     log:
         f"{MT_R}/logs/tables.log",
     shell:
-        "{PY} -m alignrepro.methods.mote.aggregate tables --spec-json {MT_SPEC:q} --reported {input.reported} "
+        "{PY} -m alignrepro.methods.mote.aggregate tables --spec-json {params.spec:q} --reported {input.reported} "
         "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 && cat {output.summary}"
 
 
@@ -361,10 +372,12 @@ rule mote_ablations:
         report(f"{MT_R}/tables/fig6_harm_vs_budget.png", category="MoTE", labels={"figure": "Fig. 6"}),
         report(f"{MT_R}/tables/table4_architectures.png", category="MoTE", labels={"figure": "Table 4"}),
         summary=f"{MT_R}/tables/ablations_summary.md",
+    params:
+        spec=MT_SPEC,
     log:
         f"{MT_R}/logs/ablations.log",
     shell:
-        "{PY} -m alignrepro.methods.mote.aggregate ablations --spec-json {MT_SPEC:q} --reported {input.reported} "
+        "{PY} -m alignrepro.methods.mote.aggregate ablations --spec-json {params.spec:q} --reported {input.reported} "
         "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 && cat {output.summary}"
 
 
