@@ -128,12 +128,13 @@ class HFBackend:
         temperature: float = 0.0,
         seed: int = 0,
         stop: list[str] | None = None,
+        max_batch_tokens: int | None = None,
     ):
         from alignrepro.models import load_model, load_tokenizer, model_identity
 
         self.tokenizer = load_tokenizer(model_ref, padding_side="left")
         self.model = load_model(model_ref, dtype=dtype).eval()
-        self.batch_size = batch_size
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.temperature, self.seed, self.stop = temperature, seed, stop or []
         self.min_new_tokens = min_new_tokens  # ci tier: a random model would otherwise often stop at once
         # Never emit BOS/UNK-like specials mid-answer (a random ci model otherwise decodes to empty strings).
@@ -145,12 +146,11 @@ class HFBackend:
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         torch.manual_seed(self.seed)  # greedy by default; a seeded sampler when temperature > 0
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         outputs: dict[int, str] = {}
         n_tokens, start = 0, time.perf_counter()
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt")
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b : b + self.batch_size]
+        for idx in length_batches(lengths, self.batch_size, self.max_batch_tokens):
             # Same tokenization as training (the tokenizer's default special tokens).
             enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)
             out = self.model.generate(
@@ -187,6 +187,24 @@ class HFBackend:
             "dtype": str(self.model.dtype).removeprefix("torch."),  # fp32 vs bf16 was chosen for this machine
         }
         return [outputs[i] for i in range(len(prompts))]
+
+
+def length_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped longest first; a batch also stops growing once rows x its longest prompt would pass
+    `max_batch_tokens` (left padding makes every row as long as the longest: a few long jailbreak prompts in a batch
+    of short ones cost more in padding than in text)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        # Longest first: the batch's first row sets its padded length.
+        if last and len(last) < batch_size and (
+            max_batch_tokens is None or (len(last) + 1) * lengths[last[0]] <= max_batch_tokens
+        ):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 class OpenAIBackend:
@@ -229,6 +247,7 @@ def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> Generati
             temperature=spec.get("temperature", 0.0),
             seed=spec.get("seed", 0),
             stop=spec.get("stop", TEMPLATE_STOPS.get(spec.get("template", "alpaca"), [])),
+            max_batch_tokens=spec.get("max_batch_tokens"),
         )
     if spec["backend"] == "openai":
         return OpenAIBackend(

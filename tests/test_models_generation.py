@@ -12,7 +12,7 @@ from test_openai_client import completion, server  # noqa: F401  (loopback fixtu
 from alignrepro import models
 from alignrepro.data import packages
 from alignrepro.data.records import Record
-from alignrepro.generation import HFBackend, OpenAIBackend, format_prompt
+from alignrepro.generation import HFBackend, OpenAIBackend, format_prompt, length_batches
 from alignrepro.io import read_json, sha256_file
 
 
@@ -100,6 +100,25 @@ def test_batched_left_padded_generation_equals_one_by_one(ci_model):
     single = HFBackend(ci_model, torch.float32, batch_size=1, min_new_tokens=3).generate(prompts, 6)
     assert batched == single
     assert all(isinstance(t, str) for t in batched)
+
+
+def test_length_batches_bound_the_padded_tokens():
+    lengths = [10, 900, 12, 400, 11, 380]
+    assert length_batches(lengths, batch_size=16) == [[1, 3, 5, 2, 4, 0]]  # longest first, one batch
+    assert length_batches(lengths, batch_size=2) == [[1, 3], [5, 2], [4, 0]]
+    # 2 x 900 > 1000: the longest prompt goes alone; 400 + 380 + 12 fit 3 x 400; then the short ones
+    assert length_batches(lengths, batch_size=16, max_batch_tokens=1000) == [[1], [3, 5], [2, 4, 0]]
+    assert length_batches([5000], batch_size=4, max_batch_tokens=100) == [[0]]  # too long alone: still answered
+    sizes = length_batches(list(range(1, 101)), batch_size=8, max_batch_tokens=300)
+    assert sorted(i for b in sizes for i in b) == list(range(100)) and all(len(b) <= 8 for b in sizes)
+
+
+def test_token_budgeted_batches_generate_the_same_answers(ci_model):
+    prompts = ["Hi", "Sort 9, 2, 5 in ascending order please and explain each step.", "What is 3 plus 4?"]
+    prompts = [format_prompt("alpaca", Record(id=str(i), instruction=t)) for i, t in enumerate(prompts)]
+    plain = HFBackend(ci_model, torch.float32, batch_size=3, min_new_tokens=3).generate(prompts, 6)
+    capped = HFBackend(ci_model, torch.float32, batch_size=3, min_new_tokens=3, max_batch_tokens=60)
+    assert capped.generate(prompts, 6) == plain
 
 
 def test_openai_backend_against_loopback(server):  # noqa: F811

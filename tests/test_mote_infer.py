@@ -131,6 +131,22 @@ def test_adaptive_inference_writes_rows_and_counts_fallbacks(model_dirs, tmp_pat
         assert not list(mote_layers(model))  # plain merged LoRA: routing is a no-op
 
 
+def test_adaptive_mode_keeps_the_step_grammar(model_dirs):
+    """Inside an open step no other step token (no nested or repeated start), only its own end; between steps the
+    model chooses freely (adaptive)."""
+    model, tok, _ = infer.load_trained(model_dirs["mote"])
+    d = infer.StepDecoder(model, tok)
+    logits = torch.zeros(1, len(tok))
+    logits[0, d.start_of["analysis"]] = 10.0  # the model "wants" to open analysis again
+    logits[0, d.start_of["guidance"]] = 9.0
+    inside = {"done": False, "step": "analysis", "open": True, "in_step": 1, "step_max": None}
+    assert d._choose(logits, [inside], None, None)[0] not in set(d.all_step_ids) - {d.end_of["analysis"]}
+    logits[0, d.end_of["analysis"]] = 8.0
+    assert d._choose(logits, [inside], None, None) == [d.end_of["analysis"]]
+    between = {**inside, "open": False}
+    assert d._choose(logits, [between], None, None) == [d.start_of["analysis"]]
+
+
 def test_forced_modes_emit_the_planned_step_tokens(model_dirs, tmp_path):
     prompts = _prompts(tmp_path, 2)
     out = tmp_path / "qa.jsonl"

@@ -18,6 +18,7 @@ from alignrepro.methods.mote.steps import (
     encode_chain,
     encode_prompt,
     step_token_ids,
+    step_token_parameters,
 )
 from alignrepro.models import load_model, load_tokenizer
 
@@ -146,6 +147,24 @@ def test_one_step_changes_only_experts_and_new_token_rows(ci_model, tmp_path, ar
     assert all("lora_" in n or n.endswith(".rows") for n in changed), sorted(changed)[:5]
     assert any(n.endswith(".rows") for n in changed)  # the step tokens' rows learn
     assert any("lora_B" in n for n in changed)
+
+
+def test_step_token_rows_get_their_own_learning_rate(ci_model, tmp_path):
+    from transformers import TrainingArguments
+
+    cfg = mote_train.merged_config({"train": {"max_length": 64}, "lora": {"r": 4, "alpha": 8}})
+    model, _, _ = mote_train.build_model("mote", ci_model, cfg)
+    rows = {id(p) for p in step_token_parameters(model)}
+    assert len(rows) == 1  # the ci model ties its embeddings: one set of rows, in and out
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, use_cpu=True, report_to=[])
+    opt = mote_train.MoTETrainer(model=model, args=args, step_token_lr=0.03).create_optimizer()
+    groups = [(g["lr"], {id(p) for p in g["params"]}) for g in opt.param_groups]
+    assert [lr for lr, ids in groups if ids & rows] == [0.03] and [ids for lr, ids in groups if lr == 0.03] == [rows]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert set().union(*(ids for _, ids in groups)) == trainable  # nothing lost, nothing twice
+    assert sum(len(ids) for _, ids in groups) == len(trainable)
+    plain = mote_train.MoTETrainer(model=model, args=args).create_optimizer()
+    assert all(g["lr"] == 1e-4 for g in plain.param_groups)
 
 
 def _cli(ci_model, chains, out, arch="mote", extra=(), train=None):

@@ -6,8 +6,8 @@
   q_a           <|response|> is prefilled: the answer expert answers at once                       (Fig. 6 modes)
   q_ana_a       analysis is forced, then <|response|> is forced after <|/analysis|>
   q_ana_guid_a  analysis → guidance → answer, each next start token forced after the previous end token
-In the fixed modes, inside a step only that step's end token is allowed among the step tokens (and EOS only in the
-answer). `--step-max-tokens N` (any mode) forces a reasoning step's end token after N tokens. Forced tokens count
+In every mode, inside a step only that step's end token is allowed among the step tokens (the step grammar: no
+nested or repeated start tokens); in the fixed modes EOS only in the answer. `--step-max-tokens N` (any mode) forces a reasoning step's end token after N tokens. Forced tokens count
 towards the budget (n_tokens = every chain token). Query tokens route to
 E_analysis (note §7.3, MoTEConfig.query_expert_infer). Plain LoRA models (lora, lora_x2) and the gated MoEs use the
 same loop; routing is then a no-op. Greedy by default; a custom loop with KV cache, batched with left padding.
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from alignrepro.generation import length_batches
 from alignrepro.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from alignrepro.methods.mote.moe_lora import load_mote, routing
 from alignrepro.methods.mote.steps import (
@@ -117,14 +118,12 @@ class StepDecoder:
             cur = r["step"]
             if r["open"] and r["step_max"] is not None and cur != "answer" and r["in_step"] >= r["step_max"]:
                 forced[b] = self.end_of[cur]  # a reasoning step's own budget is spent (both kinds of mode)
-            if plan is None:
-                continue
-            if r["open"]:  # inside step `cur`: only its end token among the step tokens
+            if r["open"]:  # inside step `cur` (every mode): only its end token among the step tokens
                 banned = [i for i in self.all_step_ids if i != self.end_of[cur]]
-                if cur != "answer" and self.eos is not None:
+                if plan is not None and cur != "answer" and self.eos is not None:
                     banned.append(self.eos)
                 logits[b, banned] = -float("inf")
-            else:  # between steps: the plan's next start token
+            elif plan is not None:  # between steps: the plan's next start token
                 forced[b] = self.start_of[plan[r["plan_i"]]]
         if self.temperature > 0:
             probs = torch.softmax(logits / self.temperature, dim=-1)
@@ -253,16 +252,16 @@ def run(
     step_max_tokens: int | None = None,
     tier: str = "unknown",
     dtype: str = "auto",
+    max_batch_tokens: int | None = None,
 ) -> dict[str, Any]:
     model, tok, meta = load_trained(model_dir, choose_dtype(dtype))
     rows = read_jsonl(prompts_path)
     decoder = StepDecoder(model, tok, temperature, seed)
-    order = sorted(range(len(rows)), key=lambda i: -len(json.dumps(_conversation(rows[i]))))
+    lengths = [len(encode_prompt(tok, _conversation(r))) for r in rows]
     results: dict[int, dict[str, Any]] = {}
     start = time.perf_counter()
     bar = tqdm(total=len(rows), desc=f"mote {mode}", unit="prompt")
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
+    for idx in length_batches(lengths, batch_size, max_batch_tokens):
         outs = decoder.generate([_conversation(rows[i]) for i in idx], mode, max_new_tokens, step_max_tokens)
         for i, o in zip(idx, outs, strict=True):
             o.pop("token_ids")
@@ -283,6 +282,7 @@ def run(
         "seed": seed,
         "step_max_tokens": step_max_tokens,
         "batch_size": batch_size,
+        "max_batch_tokens": max_batch_tokens,
     }
     summary = {
         **settings,
@@ -330,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
         "--step-max-tokens", type=int, help="force a reasoning step's end token after this many tokens (any mode)"
     )
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--max-batch-tokens", type=int, help="cap rows x longest prompt per batch (less left padding); default: none"
+    )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto")
@@ -349,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         args.step_max_tokens,
         args.tier,
         args.dtype,
+        args.max_batch_tokens,
     )
     print(json.dumps({k: summary[k] for k in ("n_rows", "fallback_counts", "tokens_per_s")}, indent=2))
 

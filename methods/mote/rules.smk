@@ -22,6 +22,7 @@ MT_CARD = f"results/judges/{MT['judge']}.json"  # rule judge_card (evals/shared.
 
 def mt_infer_args(g):
     step = f"--step-max-tokens {g['step_max_tokens']} " if g.get("step_max_tokens") else ""
+    step += f"--max-batch-tokens {g['max_batch_tokens']} " if g.get("max_batch_tokens") else ""
     return (f"{step}--batch-size {g['batch_size']} --temperature {g.get('temperature', 0.0)} "
             f"--seed {config['seed']} --dtype {config['dtype']}")
 

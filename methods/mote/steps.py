@@ -142,6 +142,15 @@ def add_step_tokens(tokenizer, model, seed: int = 0) -> dict[str, tuple[int, int
     return ids_map
 
 
+def step_token_parameters(model) -> list[nn.Parameter]:
+    """The trainable step-token rows (input, and output when untied)."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    rows = [emb.rows] if isinstance(emb, StepTokenEmbedding) else []
+    if isinstance(head, StepTokenHead) and all(head.rows is not r for r in rows):
+        rows.append(head.rows)
+    return rows
+
+
 def step_token_state(model) -> dict[str, torch.Tensor]:
     """The trained step-token rows (to save beside an adapter)."""
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()

@@ -44,6 +44,7 @@ from alignrepro.methods.mote.steps import (
     ChainTooLong,
     add_step_tokens,
     encode_chain,
+    step_token_parameters,
     step_token_state,
 )
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
@@ -65,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "save_steps": 50,
         "max_steps": -1,  # > 0 caps the run (smoke tests)
+        "step_token_lr": None,  # ours: the new step-token rows' learning rate (None: learning_rate)
     },
     "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": list(ALL_LINEAR)},  # r paper, rest ours
     "mote": {
@@ -278,9 +280,23 @@ def chain_loss(
 class MoTETrainer(Trainer):
     """compute_loss = chain_loss; checkpoints hold only the trainable tensors (experts, gates, LoRA, token rows)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, step_token_lr: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sums = Counter()
+        self.step_token_lr = step_token_lr
+
+    def create_optimizer(self):
+        """The step-token rows in a param group of their own when `step_token_lr` is set: from mean-resized rows a
+        few hundred steps teach the model to emit them, a handful (the tiny tier) do not at the LoRA rate. The
+        scheduler, built after this, scales the group like every other."""
+        opt = super().create_optimizer()
+        if self.step_token_lr is None:
+            return opt
+        rows = {id(p): p for p in step_token_parameters(self.model)}
+        for group in opt.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in rows]
+        opt.add_param_group({"params": list(rows.values()), "lr": self.step_token_lr, "weight_decay": 0.0})
+        return opt
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, parts, aux = chain_loss(model, inputs, num_items_in_batch)
@@ -408,6 +424,7 @@ def train(
         train_dataset=Dataset.from_list(examples),
         data_collator=MoTECollator(tok.pad_token_id, n_routed(settings), settings["skip_p"], tr["seed"]),
         callbacks=[timer],
+        step_token_lr=tr["step_token_lr"],
     )
     resume = complete_checkpoint(out)
     if resume:
