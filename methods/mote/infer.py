@@ -7,10 +7,11 @@
   q_ana_a       analysis is forced, then <|response|> is forced after <|/analysis|>
   q_ana_guid_a  analysis → guidance → answer, each next start token forced after the previous end token
 In every mode, inside a step only that step's end token is allowed among the step tokens (the step grammar: no
-nested or repeated start tokens); in the fixed modes EOS only in the answer. `--step-max-tokens N` (any mode) forces a reasoning step's end token after N tokens. Forced tokens count
-towards the budget (n_tokens = every chain token). Query tokens route to
-E_analysis (note §7.3, MoTEConfig.query_expert_infer). Plain LoRA models (lora, lora_x2) and the gated MoEs use the
-same loop; routing is then a no-op. Greedy by default; a custom loop with KV cache, batched with left padding.
+nested or repeated start tokens); in the fixed modes EOS only in the answer. `--step-max-tokens N` (any mode)
+forces a reasoning step's end token after N tokens. Forced tokens count towards the budget (n_tokens = every chain
+token). Query tokens route to E_analysis (note §7.3, MoTEConfig.query_expert_infer). Plain LoRA models (lora,
+lora_x2) and the gated MoEs use the same loop; routing is then a no-op. Greedy by default; a custom loop with
+KV cache, batched with left padding.
 
 Output JSONL rows: the input row plus {"output": the answer text, "steps": {step: text}, "n_tokens", "fallbacks",
 "mode", "raw"}; a summary json beside it (fallback counts, tokens/s, provenance).
