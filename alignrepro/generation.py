@@ -198,8 +198,10 @@ def length_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | 
     for i in order:
         last = batches[-1] if batches else None
         # Longest first: the batch's first row sets its padded length.
-        if last and len(last) < batch_size and (
-            max_batch_tokens is None or (len(last) + 1) * lengths[last[0]] <= max_batch_tokens
+        if (
+            last
+            and len(last) < batch_size
+            and (max_batch_tokens is None or (len(last) + 1) * lengths[last[0]] <= max_batch_tokens)
         ):
             last.append(i)
         else:
