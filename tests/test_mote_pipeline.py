@@ -65,6 +65,11 @@ def test_headline_tables_have_reported_and_reproduced_rows_with_provenance(ci_ru
             assert r["harm"] != "" and 0 <= float(r["harm"]) <= 100, r
     mote = next(r for r in repro if r["row"] == "MoTE-ci-random-llama")
     assert mote["goodness_at_0.1"] != "" and mote["not_overrefuse"] != ""  # the Table 1 stand-ins are computed
+    assert all(0 <= float(r["harm_strmatch"]) <= 100 for r in repro if r["table"] != "table2")  # judge-free column
+    infer = json.loads((ci_run / "results/mote/ci/ci-random-llama/answers/mote/mote.summary.json").read_text())
+    assert f"chains of its {infer['n_rows']} answers:" in mote["note"]  # what adaptive decoding produced
+    rlcd = json.loads((ci_run / "results/mote/ci/ci-random-llama/models/baseline_rlcd/model.json").read_text())
+    assert not rlcd["untrained_no_data"]  # the two sampled sides differ: DPO trains on real pairs at ci too
     ev = json.loads((ci_run / "results/mote/ci/ci-random-llama/eval/table1.json").read_text())
     assert ev["provenance"]["judge_id"] == ev["judge"]["id"] and ev["provenance"]["data_sha256"]
     assert ev["systems"]["MoTE"]["n"]["jailbreak"] > 0

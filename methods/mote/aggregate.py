@@ -43,7 +43,11 @@ HEAD = {
     "harm_help": "Harm-Help (1-10)",
     "goodness_at_0.1": "goodness@0.1 stand-in",
     "not_overrefuse": "not_overrefuse stand-in",
+    "harm_strmatch": "refused % (string match) ↑",
 }
+# Judge-free: harmful test prompts answered with a refusal (XSTest's prefixes). No reported counterpart; shown because
+# a small judge's harmlessness ratings can sit below the threshold for every answer (SmolLM2 at tiny).
+EXTRA = ["harm_strmatch"]
 BASELINE_ROWS = {
     "sft": "SFT",
     "critique_revise": "Critique-Revise",
@@ -101,7 +105,7 @@ class Judged:
     def row(self, table: str, name: str, system: str, note: str = "") -> dict[str, Any]:
         s = self.d["systems"][system]
         out = {"table": table, "row": name, "source": "reproduced"}
-        out |= {c: s.get(c) for c in COLS}
+        out |= {c: s.get(c) for c in [*COLS, *EXTRA]}
         out |= {
             "mean_output_tokens": s.get("mean_output_tokens"),
             "n": json.dumps(s["n"], sort_keys=True),
@@ -139,6 +143,17 @@ def provenance_line(spec: dict[str, Any], judged: list[Judged]) -> str:
             f"`{spec['template']}`, scored prompts sha256 {', '.join(data)}")  # fmt: skip
 
 
+def chain_shapes(answers: Path) -> str:
+    """What the model wrote at adaptive inference (from infer.py's summary): the steps it emitted, per answer."""
+    summary = answers.with_name(answers.name + ".summary.json")
+    if not summary.is_file():
+        return ""
+    d = read_json(summary)
+    shapes = ", ".join(f"{k} {v}" for k, v in sorted(d["chain_shapes"].items(), key=lambda kv: -kv[1]))
+    none = d["fallback_counts"].get("no_step_tokens", 0)
+    return f"; chains of its {d['n_rows']} answers: {shapes} ({none} without any step token)"
+
+
 def build_tables(spec: dict[str, Any], reported: dict[str, Any]) -> tuple[dict[str, list[dict]], list[Judged]]:
     root = Path(spec["root"])
     rep1, rep3 = reported["table1"]["rows"], reported["table3"]["rows"]
@@ -147,7 +162,8 @@ def build_tables(spec: dict[str, Any], reported: dict[str, Any]) -> tuple[dict[s
     for base in spec["bases"]:
         j = Judged(root / base / "eval" / "table1.json", spec, base)
         judged.append(j)
-        t1.append(j.row("table1", f"MoTE-{base}", "MoTE", f"adaptive inference, chains {spec['template']}"))
+        note = f"adaptive inference, chains {spec['template']}{chain_shapes(root / base / 'answers' / 'mote' / 'mote')}"
+        t1.append(j.row("table1", f"MoTE-{base}", "MoTE", note))
         if base == spec["main"]:
             for b in spec["baselines"]:
                 name = BASELINE_ROWS[b]
@@ -191,7 +207,7 @@ def cmd_tables(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     tables, judged = build_tables(spec, reported)
     card = read_json(args.card) if args.card else None
     judge_line = card_line(card, spec["judge"])
-    cols1 = list(COLS)
+    cols1 = [*COLS, *EXTRA]
     parts = [
         "# MoTE (arXiv 2405.00557): reproduced beside reported\n",
         f"{judge_line}. {provenance_line(spec, judged)}.\n",
@@ -204,7 +220,7 @@ def cmd_tables(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         "\n## Table 2: Self-BLEU of the chains (lower = more diverse)\n",
         _t2_md(tables["table2"]),
         "\n## Table 3: prompting only (no training)\n",
-        md(tables["table3"], ["help", "harm", "harm_help"]),
+        md(tables["table3"], ["help", "harm", "harm_help", *EXTRA]),
     ]
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
