@@ -1,5 +1,5 @@
-"""The whole ci DAG (CUT, MORLAIF, the shared benchmarks) in a scratch working directory: it runs, its tables are
-well formed and carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns only its row,
+"""The whole ci DAG (CUT, MORLAIF, MoTE, the shared benchmarks) in a scratch working directory: it runs, its tables
+are well formed and carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns only its row,
 and the full tier's DAG builds (dry run)."""
 
 from __future__ import annotations
@@ -48,6 +48,14 @@ def test_tables_are_well_formed_with_provenance(ci_run):
     assert "`oracle-v1` (judge card `oracle`: pairwise agreement 100.0 %" in md
     assert "`HEURISTIC-length-v1` (judge card `heuristic`: pairwise agreement" in md
     assert (tables / "cut_results.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_default_target_builds_the_mote_tables(ci_run):
+    rows = list(csv.DictReader((ci_run / "results/mote/ci/tables/tables.csv").open()))
+    repro = {r["row"] for r in rows if r["source"] == "reproduced" and r["table"] == "table1"}
+    assert repro == {"MoTE-ci-random-llama", "SFT", "RLCD"}
+    assert not (ci_run / "results/mote/ci/tables/ablations.csv").exists()  # ablations: their own target below full
 
 
 @pytest.mark.slow
@@ -100,11 +108,12 @@ def test_full_tier_dag_builds(tmp_path):
     # feedback, figure E on GPT-2-medium only
     assert stats["morlaif_pm"] == 5 * 14 and stats["morlaif_ppo"] == 5 * 8 and stats["morlaif_analysis"] == 5
     assert stats["morlaif_figure_c_data"] == 5 and stats["morlaif_figure_e_data"] == 1
-    assert stats["base_model"] == 2 + 5
-    # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms) on the shared benchmarks, with GPT-4 as
-    # judge; cards for GPT-4 and GPT-4-Turbo (MORLAIF's judge)
-    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45
-    assert stats["judge_card"] == 2 and stats["evals_leaderboard"] == 1
+    assert stats["base_model"] == 2 + 5 + 2  # + MoTE's WVU-7B and Llama-3.1-8B-Instruct
+    # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms; MoTE: WVU-7B + its 4 LoRA baselines) on
+    # the shared benchmarks, with GPT-4 as judge; cards for GPT-4, GPT-4-Turbo (MORLAIF's) and GPT-4-1106 (MoTE's)
+    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45 + 5
+    assert stats["judge_card"] == 3 and stats["evals_leaderboard"] == 1
+    assert stats["mote_tables"] == stats["mote_ablations"] == 1
 
 
 def test_bad_config_fails_fast_naming_the_key(tmp_path):
