@@ -38,6 +38,20 @@ def mt_table1_systems(base):
     return systems
 
 
+# Scheduling only (no output changes): the training paths (chains/baseline data -> train -> answers) start first and
+# the prompting rows fill idle cores; without it the last baseline's data ran late and left a 6-minute one-core tail
+# at tiny (measured: idle core time ~200 s -> ~100 s). The eval prompts are a 1-second job every answer step waits on.
+MT_PRIORITY = {
+    "mote_eval_prompts": 3,
+    "mote_chains": 3,
+    "mote_baseline_data": 3,
+    "mote_train": 2,
+    "mote_train_baseline": 2,
+    "mote_infer": 1,
+    "mote_generate_baseline": 1,
+}
+
+
 def mt_group_systems(base, group):
     if group == "table1":
         return mt_table1_systems(base)
@@ -94,6 +108,7 @@ rule mote_eval_prompts:
         f"{MT_R}/data/eval_prompts.jsonl",
     params:
         jb=lambda w, input: f"--jailbreak-dir $(dirname {input.safety})" if input.safety else "",
+    priority: MT_PRIORITY["mote_eval_prompts"]
     log:
         f"{MT_R}/logs/eval_prompts.log",
     shell:
@@ -115,6 +130,7 @@ rule mote_chains:
     benchmark:
         f"{MT_R}/benchmarks/chains_{{base}}.tsv"
     threads: config["threads"]
+    priority: MT_PRIORITY["mote_chains"]
     shell:
         "{PY} -m alignrepro.methods.mote.chains --model $(dirname {input.model}) --queries {input.queries} "
         "--template {MT_TV} --gen-json {params.gen:q} --tier {TIER} --out {output} > {log} 2>&1"
@@ -151,6 +167,7 @@ rule mote_baseline_data:
     benchmark:
         f"{MT_R}/benchmarks/baseline_data_{{base}}_{{baseline}}.tsv"
     threads: config["threads"]
+    priority: MT_PRIORITY["mote_baseline_data"]
     shell:
         "{PY} -m alignrepro.methods.mote.baselines {wildcards.baseline} --model $(dirname {input.model}) "
         "--queries {input.queries} --gen-json {params.gen:q} --tier {TIER} --out {output} > {log} 2>&1"
@@ -176,6 +193,7 @@ rule mote_train:
     benchmark:
         f"{MT_R}/benchmarks/train_{{base}}_{{arch}}.tsv"
     threads: config["threads"]
+    priority: MT_PRIORITY["mote_train"]
     shell:
         "{PY} -m alignrepro.methods.mote.train --arch {params.arch} {params.explicit} --base $(dirname {input.base}) "
         "--chains {input.chains} --config-json {params.cfg:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
@@ -200,6 +218,7 @@ rule mote_train_baseline:
     benchmark:
         f"{MT_R}/benchmarks/train_{{base}}_baseline_{{baseline}}.tsv"
     threads: config["threads"]
+    priority: MT_PRIORITY["mote_train_baseline"]
     shell:
         "{PY} -m alignrepro.methods.mote.train_baselines --method {wildcards.baseline} --base $(dirname {input.base}) "
         "--data {input.data} --config-json {params.cfg:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
@@ -223,6 +242,7 @@ rule mote_infer:
     benchmark:
         f"{MT_R}/benchmarks/infer_{{base}}_{{arch}}.tsv"
     threads: config["threads"]
+    priority: MT_PRIORITY["mote_infer"]
     shell:
         "{PY} -m alignrepro.methods.mote.infer --model $(dirname {input.model}) --prompts {input.prompts} "
         "--mode adaptive --max-new-tokens {params.budget} {params.infer} --tier {TIER} "
@@ -264,6 +284,7 @@ rule mote_generate_baseline:
     benchmark:
         f"{MT_R}/benchmarks/generate_{{base}}_{{baseline}}.tsv"
     threads: config["threads"]
+    priority: MT_PRIORITY["mote_generate_baseline"]
     shell:
         "{PY} -m alignrepro.methods.mote.evaluate generate --model $(dirname {input.model}) --prompts {input.prompts} "
         "--gen-json {params.gen:q} --tier {TIER} --out {output} > {log} 2>&1"
