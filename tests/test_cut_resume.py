@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from alignrepro.config import resolve_config
 from alignrepro.data.records import Record, save_records
@@ -89,3 +90,20 @@ def test_baselines_train_through_trl(ci_model, tmp_path, method):
     assert meta["kind"] == "lora" and meta["method"] == method
     assert meta["data"]["n_examples"] == 8 and meta["selection"]["n_negative"] == 8
     assert (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_trl_baseline_adapters_repeat_with_the_seed(ci_model, tmp_path):
+    # torch seeds each process at random and TRL builds the LoRA adapter before Trainer seeds: without an explicit
+    # set_seed two runs (or two calls in one process) start from different LoRA weights
+    from safetensors.torch import load_file
+
+    triplets, recs = _triplets(tmp_path, n=4)
+    refinements = tmp_path / "refinements.jsonl"
+    refinements.write_text("".join(json.dumps({"id": r.id, "output": f"It is {r.reference}."}) + "\n" for r in recs))
+    weights = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "models" / "base" / "ilf_mle"
+        cut_train.main(_args(ci_model, triplets, out, method="ilf_mle", extra=["--refinements", str(refinements)]))
+        weights.append(load_file(out / "adapter" / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys() and weights[0]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from transformers import set_seed
 
 from alignrepro.data.records import load_records
 from alignrepro.io import read_jsonl, stable_hash
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     refinements = {r["id"]: r["output"] for r in read_jsonl(args.refinements)} if args.refinements else {}
     dtype = choose_dtype(cfg.get("dtype", "auto"))
     tok = load_tokenizer(args.base_model, padding_side="right")
+    # torch seeds each process at random and TRL builds the LoRA adapter before Trainer seeds: seed it here
+    set_seed(train["seed"])
     model = load_model(args.base_model, dtype=dtype, load_in_8bit=train.get("load_in_8bit", False))
     use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parents[2] / "wandb", group=f"cut-{args.tier}")
     n_for_budget = len(triplets) * (2 if args.method == "fp" else 1)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from transformers import set_seed
 
 from alignrepro.io import read_jsonl, sha256_file
 from alignrepro.methods.mote.moe_lora import ALL_LINEAR
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     dtype = choose_dtype(cfg.get("dtype", "auto"))
     tok = load_tokenizer(args.base, padding_side="right")
     tok.model_max_length = train["max_length"]  # SmolLM2 says 1e30
+    # torch seeds each process at random and TRL builds the LoRA adapter before Trainer seeds: seed it here
+    set_seed(train["seed"])
     model = load_model(args.base, dtype=dtype)
     use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parent / "wandb", group=f"mote-{args.tier}")
     kwargs = trainer_kwargs(train, args.out, len(rows), dtype, run_name=args.name, use_wandb=use_wandb)
