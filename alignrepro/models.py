@@ -201,6 +201,12 @@ def prepare_model(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- loading
+def model_kind(ref_dir: str | Path | None) -> str | None:
+    """model.json's kind ("base", "lora", "mote", …); None for no folder or a folder without model.json."""
+    path = None if ref_dir is None else Path(ref_dir) / "model.json"
+    return read_json(path)["kind"] if path is not None and path.is_file() else None
+
+
 def model_identity(ref_dir: str | Path) -> dict[str, Any]:
     """Name and hashes of a model reference, following the chain of adapters down to the base."""
     meta = read_json(Path(ref_dir) / "model.json")

@@ -24,3 +24,38 @@ def ci_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "ci-random-llama"
     prepare_model("ci-random-llama", spec, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def mote_model_dirs(ci_model, tmp_path_factory):
+    """Untrained-but-randomised MoTE and PEFT LoRA folders written by train.py's own saver (no Trainer: fast)."""
+    import torch
+
+    from alignrepro.io import atomic_write_json, sha256_dir
+    from alignrepro.methods.mote import train as mote_train
+
+    root = tmp_path_factory.mktemp("mote_models")
+    cfg = mote_train.merged_config({"train": {"max_length": 96}, "lora": {"r": 4, "alpha": 8}, "dtype": "float32"})
+    dirs = {}
+    for arch in ("mote", "lora"):
+        model, tok, settings = mote_train.build_model(arch, ci_model, cfg)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        out = root / arch
+        fmt = mote_train.save_trained(model, tok, settings, out)
+        meta = {
+            "kind": "mote",
+            "arch": arch,
+            "adapter_format": fmt,
+            "base": str(ci_model),
+            "adapter": "adapter",
+            "tokenizer": "tokenizer",
+            "adapter_sha256": sha256_dir(out / "adapter"),
+            "config": cfg,
+        }
+        atomic_write_json(out / "model.json", meta)
+        dirs[arch] = out
+    return dirs

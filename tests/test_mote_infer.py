@@ -8,9 +8,8 @@ import json
 import pytest
 import torch
 
-from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_dir
+from alignrepro.io import read_json, read_jsonl
 from alignrepro.methods.mote import infer
-from alignrepro.methods.mote import train as mote_train
 from alignrepro.methods.mote.moe_lora import mote_layers
 from alignrepro.methods.mote.steps import STEP_IDS, parse_generated, step_token_ids
 
@@ -66,36 +65,6 @@ def test_parse_generated_fallbacks(text, steps, fallbacks):
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
-@pytest.fixture(scope="module")
-def model_dirs(ci_model, tmp_path_factory):
-    """Untrained-but-randomised MoTE and PEFT LoRA folders written by train.py's own saver (no Trainer: fast)."""
-    root = tmp_path_factory.mktemp("mote_models")
-    cfg = mote_train.merged_config({"train": {"max_length": 96}, "lora": {"r": 4, "alpha": 8}, "dtype": "float32"})
-    dirs = {}
-    for arch in ("mote", "lora"):
-        model, tok, settings = mote_train.build_model(arch, ci_model, cfg)
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-        out = root / arch
-        fmt = mote_train.save_trained(model, tok, settings, out)
-        meta = {
-            "kind": "mote",
-            "arch": arch,
-            "adapter_format": fmt,
-            "base": str(ci_model),
-            "adapter": "adapter",
-            "tokenizer": "tokenizer",
-            "adapter_sha256": sha256_dir(out / "adapter"),
-            "config": cfg,
-        }
-        atomic_write_json(out / "model.json", meta)
-        dirs[arch] = out
-    return dirs
-
-
 def _prompts(tmp_path, n=3):
     path = tmp_path / "prompts.jsonl"
     rows = [
@@ -107,14 +76,14 @@ def _prompts(tmp_path, n=3):
 
 
 @pytest.mark.parametrize("arch, temperature", [("mote", 0.0), ("lora", 1.0)])
-def test_adaptive_inference_writes_rows_and_counts_fallbacks(model_dirs, tmp_path, arch, temperature):
+def test_adaptive_inference_writes_rows_and_counts_fallbacks(mote_model_dirs, tmp_path, arch, temperature):
     out = tmp_path / "gen.jsonl"
     summary = infer.run(
-        model_dirs[arch], _prompts(tmp_path), "adaptive", 12, out, batch_size=2, temperature=temperature
+        mote_model_dirs[arch], _prompts(tmp_path), "adaptive", 12, out, batch_size=2, temperature=temperature
     )
     rows = read_jsonl(out)
     again = tmp_path / "again.jsonl"
-    infer.run(model_dirs[arch], _prompts(tmp_path), "adaptive", 12, again, batch_size=2, temperature=temperature)
+    infer.run(mote_model_dirs[arch], _prompts(tmp_path), "adaptive", 12, again, batch_size=2, temperature=temperature)
     assert [r["raw"] for r in read_jsonl(again)] == [r["raw"] for r in rows]  # seeded, also when sampling
     assert [r["id"] for r in rows] == ["p0", "p1", "p2"]
     for r in rows:
@@ -127,14 +96,14 @@ def test_adaptive_inference_writes_rows_and_counts_fallbacks(model_dirs, tmp_pat
     assert summary["fallback_counts"] == counts and read_json(infer.summary_path(out))["n_rows"] == 3
     assert summary["tokens_per_s"] > 0 and "provenance" in summary
     if arch == "lora":
-        model, _, _ = infer.load_trained(model_dirs[arch])
+        model, _, _ = infer.load_trained(mote_model_dirs[arch])
         assert not list(mote_layers(model))  # plain merged LoRA: routing is a no-op
 
 
-def test_adaptive_mode_keeps_the_step_grammar(model_dirs):
+def test_adaptive_mode_keeps_the_step_grammar(mote_model_dirs):
     """Inside an open step no other step token (no nested or repeated start), only its own end; between steps the
     model chooses freely (adaptive)."""
-    model, tok, _ = infer.load_trained(model_dirs["mote"])
+    model, tok, _ = infer.load_trained(mote_model_dirs["mote"])
     d = infer.StepDecoder(model, tok)
     logits = torch.zeros(1, len(tok))
     logits[0, d.start_of["analysis"]] = 10.0  # the model "wants" to open analysis again
@@ -147,14 +116,14 @@ def test_adaptive_mode_keeps_the_step_grammar(model_dirs):
     assert d._choose(logits, [between], None, None) == [d.start_of["analysis"]]
 
 
-def test_forced_modes_emit_the_planned_step_tokens(model_dirs, tmp_path):
+def test_forced_modes_emit_the_planned_step_tokens(mote_model_dirs, tmp_path):
     prompts = _prompts(tmp_path, 2)
     out = tmp_path / "qa.jsonl"
-    infer.run(model_dirs["mote"], prompts, "q_a", 8, out)
+    infer.run(mote_model_dirs["mote"], prompts, "q_a", 8, out)
     for r in read_jsonl(out):
         assert r["raw"].startswith("<|response|>") and "analysis" not in r["steps"]
     out = tmp_path / "full.jsonl"
-    infer.run(model_dirs["mote"], prompts, "q_ana_guid_a", 14, out, step_max_tokens=2)
+    infer.run(mote_model_dirs["mote"], prompts, "q_ana_guid_a", 14, out, step_max_tokens=2)
     for r in read_jsonl(out):
         raw = r["raw"]
         marks = ["<|analysis|>", "<|/analysis|>", "<|guidance|>", "<|/guidance|>", "<|response|>"]
@@ -165,8 +134,8 @@ def test_forced_modes_emit_the_planned_step_tokens(model_dirs, tmp_path):
         assert r["n_tokens"] <= 14
 
 
-def test_kv_cache_decoding_equals_a_full_forward_with_the_same_routing(model_dirs):
-    model, tok, _ = infer.load_trained(model_dirs["mote"])
+def test_kv_cache_decoding_equals_a_full_forward_with_the_same_routing(mote_model_dirs):
+    model, tok, _ = infer.load_trained(mote_model_dirs["mote"])
     decoder = infer.StepDecoder(model, tok)
     seen = []
     original = decoder._choose
@@ -198,8 +167,8 @@ def test_kv_cache_decoding_equals_a_full_forward_with_the_same_routing(model_dir
     assert len(seen) == len(gen) - 1
 
 
-def test_batching_with_left_padding_matches_single_prompts(model_dirs):
-    model, tok, _ = infer.load_trained(model_dirs["mote"])
+def test_batching_with_left_padding_matches_single_prompts(mote_model_dirs):
+    model, tok, _ = infer.load_trained(mote_model_dirs["mote"])
     decoder = infer.StepDecoder(model, tok)
     convs = [[{"role": "user", "content": "sort list"}], [{"role": "user", "content": "how many apples " * 4}]]
     batched = decoder.generate(convs, "q_ana_a", max_new_tokens=8, step_max_tokens=2)

@@ -204,15 +204,20 @@ def summarize(task: str, results: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_lm(model_dir: str | Path, dtype: str, batch_size: int):
-    """An HFLM around our own loaded model object: no hub look-up, adapters already merged by load_model."""
+    """An HFLM around our own loaded model object: no hub look-up, adapters already merged (MoTE: routed)."""
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from alignrepro.models import choose_dtype, load_model, load_tokenizer
+    from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_kind
 
-    model = load_model(model_dir, dtype=choose_dtype(dtype)).eval()
+    if model_kind(model_dir) == "mote":  # step-routed experts: every token routed as a query token (see there)
+        from alignrepro.methods.mote.backend import scoring_model
+
+        model, tok = scoring_model(model_dir, choose_dtype(dtype))
+    else:
+        model, tok = load_model(model_dir, dtype=choose_dtype(dtype)).eval(), load_tokenizer(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return HFLM(pretrained=model.to(device), tokenizer=load_tokenizer(model_dir), batch_size=batch_size, device=device)
+    return HFLM(pretrained=model.to(device), tokenizer=tok, batch_size=batch_size, device=device)
 
 
 def evaluate(

@@ -157,7 +157,11 @@ class StepDecoder:
             if token == self.eos:
                 r["done"] = True
                 r["gen"].pop()  # EOS is no chain token
-        if not r["done"] and len(r["gen"]) >= budget:
+            elif r["step"] == "answer" or not r["open"]:  # answer text (or text outside every step)
+                r["n_answer"] += 1
+        if not r["done"] and (
+            len(r["gen"]) >= budget or (r["answer_max"] is not None and r["n_answer"] >= r["answer_max"])
+        ):
             r["done"], r["budget_hit"] = True, True
         return sid
 
@@ -168,7 +172,10 @@ class StepDecoder:
         mode: str = "adaptive",
         max_new_tokens: int = 256,
         step_max_tokens: int | None = None,
+        answer_max_tokens: int | None = None,
     ) -> list[dict[str, Any]]:
+        """max_new_tokens: every chain token (forced ones included); answer_max_tokens: the answer's own tokens (text
+        outside any step counts as answer), e.g. the answer budget every other model of a benchmark gets."""
         plan = MODES[mode]
         gen = torch.Generator().manual_seed(self.seed)
         prompts = [encode_prompt(self.tok, c) for c in conversations]
@@ -182,6 +189,8 @@ class StepDecoder:
                 "done": False,
                 "budget_hit": False,
                 "step_max": step_max_tokens,
+                "answer_max": answer_max_tokens,
+                "n_answer": 0,
             }
             for _ in prompts
         ]

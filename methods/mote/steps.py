@@ -52,7 +52,24 @@ def step_token_ids(tokenizer) -> dict[str, tuple[int, int]]:
     return out
 
 
-class StepTokenEmbedding(nn.Module):
+class _WrappedWeight(nn.Module):
+    """`.weight` is the wrapped layer's (`self.base`): transformers reads it, and ties it by assigning a Parameter,
+    which nn.Module would otherwise try to register on the wrapper (e.g. lm-eval's HFLM calls tie_weights)."""
+
+    base: nn.Module
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "weight":
+            self.base.weight = value
+        else:
+            super().__setattr__(name, value)
+
+
+class StepTokenEmbedding(_WrappedWeight):
     """Input embedding whose step-token rows come from a trainable parameter (the base matrix stays frozen)."""
 
     def __init__(self, base: nn.Embedding, ids: torch.Tensor, rows: nn.Parameter):
@@ -63,14 +80,6 @@ class StepTokenEmbedding(nn.Module):
         slot[ids] = torch.arange(len(ids))
         self.register_buffer("slot", slot, persistent=False)
         self.register_buffer("ids", ids.clone(), persistent=False)
-
-    @property
-    def weight(self) -> torch.Tensor:  # transformers reads/ties `.weight`
-        return self.base.weight
-
-    @weight.setter
-    def weight(self, value: torch.Tensor) -> None:
-        self.base.weight = value
 
     @property
     def num_embeddings(self) -> int:
@@ -85,7 +94,7 @@ class StepTokenEmbedding(nn.Module):
         return out
 
 
-class StepTokenHead(nn.Module):
+class StepTokenHead(_WrappedWeight):
     """Output head whose step-token logits come from the trainable rows."""
 
     def __init__(self, base: nn.Linear, ids: torch.Tensor, rows: nn.Parameter):
@@ -93,14 +102,6 @@ class StepTokenHead(nn.Module):
         self.base = base
         self.rows = rows
         self.register_buffer("ids", ids.clone(), persistent=False)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
-    @weight.setter
-    def weight(self, value: torch.Tensor) -> None:
-        self.base.weight = value
 
     @property
     def bias(self) -> torch.Tensor | None:
