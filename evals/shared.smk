@@ -68,7 +68,7 @@ rule evals_respond:
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
     params:
-        gen=EV_GEN,
+        gen=lambda w: as_json({**json.loads(EV_GEN), **SHARED_MODELS[w.key].get("generation", {})}),
         per_cat=f"--mtbench-per-category {EV['mtbench']['per_category']}" if EV["mtbench"]["per_category"] else "",
         seed=config["seed"],
     log:

@@ -109,9 +109,9 @@ def test_full_tier_dag_builds(tmp_path):
     assert stats["morlaif_pm"] == 5 * 14 and stats["morlaif_ppo"] == 5 * 8 and stats["morlaif_analysis"] == 5
     assert stats["morlaif_figure_c_data"] == 5 and stats["morlaif_figure_e_data"] == 1
     assert stats["base_model"] == 2 + 5 + 2  # + MoTE's WVU-7B and Llama-3.1-8B-Instruct
-    # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms; MoTE: WVU-7B + its 4 LoRA baselines) on
-    # the shared benchmarks, with GPT-4 as judge; cards for GPT-4, GPT-4-Turbo (MORLAIF's) and GPT-4-1106 (MoTE's)
-    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45 + 5
+    # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms; MoTE: WVU-7B + its 4 LoRA baselines + MoTE)
+    # on the shared benchmarks, with GPT-4 as judge; cards for GPT-4, GPT-4-Turbo (MORLAIF's) and GPT-4-1106 (MoTE's)
+    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45 + 6
     assert stats["judge_card"] == 3 and stats["evals_leaderboard"] == 1
     assert stats["mote_tables"] == stats["mote_ablations"] == 1
 
@@ -127,7 +127,7 @@ def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
     root = ci_run / "results/evals/ci"
     rows = list(csv.DictReader((root / "leaderboard.csv").open()))
     trained = ["fp", "hindsight", "ilf_mle", "ilf_dpo", "cut", "cut_iter2"]
-    expected = ["base/ci-random-llama", "morlaif/linear"] + [f"cut/{m}" for m in trained]
+    expected = ["base/ci-random-llama", "morlaif/linear", "mote/mote"] + [f"cut/{m}" for m in trained]
     assert sorted(r["model"] for r in rows) == sorted(expected)
     for r in rows:
         for col in ("alpacaeval_win_rate", "mtbench_score", "micro_mmlu_acc", "harmless_strmatch", "over_refusal"):
@@ -143,6 +143,13 @@ def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
     # each model answers in the format it was trained in
     assert json.loads((root / "answers/cut/cut/respond.provenance.json").read_text())["template"] == "alpaca"
     assert json.loads((root / "answers/base/ci-random-llama/respond.provenance.json").read_text())["template"] == "chat"
+    # MoTE answers by step decoding: the shared answer budget (8), reasoning steps on top (mote.generation: 4 each)
+    mote = json.loads((root / "answers/mote/mote/respond.provenance.json").read_text())
+    assert mote["generator"].startswith("mote:") and mote["model"]["kind"] == "mote"
+    assert mote["stats"]["mtbench"]["decoding"] == {
+        "mode": "adaptive", "answer_max_tokens": 8, "step_max_tokens": 4, "chain_budget": 2 * (4 + 2) + 8 + 2
+    }  # fmt: skip
+    assert "`mote/mote`: adaptive step decoding" in md
 
 
 @pytest.mark.slow

@@ -403,12 +403,23 @@ rule mote_ablations:
         "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 && cat {output.summary}"
 
 
-# The baselines are plain LoRA adapters (model.json kind "lora"): the shared layer can generate with them. MoTE's own
-# models (kind "mote": step tokens, routed experts, step decoding) cannot go through alignrepro.generation, so they
-# are not registered. Only when MoTE is one of the configured papers, so that the leaderboard does not pull it in.
+# On the shared leaderboard: baselines (plain LoRA, kind "lora") and train.py models (kind "mote": the shared layer
+# hands them to methods/mote/backend.py — adaptive step decoding, the answer within the shared budget, reasoning
+# steps on top, each <= mote.generation.step_max_tokens). Only when MoTE is one of the configured papers.
 if "mote" in config["papers"]:
     for _b in MT["shared_evals"]:
         if _b in MT["baselines"]:
             register_shared_model(f"mote/{_b}", f"{MT_R}/{MT_MAIN}/models/baseline_{_b}", MT_MAIN, "mote", _b)
+        elif _b in MT_ARCHS:
+            _step = MT["generation"].get("step_max_tokens")
+            register_shared_model(
+                f"mote/{_b}", f"{MT_R}/{MT_MAIN}/models/{_b}", MT_MAIN, "mote", _b,
+                generation={"step_max_tokens": _step} if _step else None,
+                note=(f"adaptive step decoding: the answer within the shared budget, reasoning steps on top "
+                      f"(each <= {_step or 'the answer budget'} tokens); only the answer is judged"),
+            )
+        else:
+            raise ValueError(f"config key 'mote.shared_evals': {_b!r} is neither a configured baseline "
+                             f"({', '.join(MT['baselines'])}) nor a trained architecture ({', '.join(MT_ARCHS)})")
 
 PAPER_TARGETS["mote"] = [rules.mote_tables.output] + ([rules.mote_ablations.output] if MT["ablations_in_default"] else [])
