@@ -240,29 +240,24 @@ class OpenAIBackend:
 def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> GenerationBackend:
     from alignrepro.models import choose_dtype, model_kind
 
-    if spec.get("backend", "hf") == "hf" and model_kind(model_ref) == "mote":
-        # Step-routed experts that write their own chain: MoTE's decoder (methods/mote/backend.py).
-        from alignrepro.methods.mote.backend import MoteBackend
-
-        return MoteBackend(
-            model_ref,
-            dtype=choose_dtype(spec.get("dtype", "auto")),
-            batch_size=spec.get("batch_size", 16),
-            temperature=spec.get("temperature", 0.0),
-            seed=spec.get("seed", 0),
-            max_batch_tokens=spec.get("max_batch_tokens"),
-            step_max_tokens=spec.get("step_max_tokens"),
-        )
     if spec.get("backend", "hf") == "hf":
+        common = {
+            "dtype": choose_dtype(spec.get("dtype", "auto")),
+            "batch_size": spec.get("batch_size", 16),
+            "temperature": spec.get("temperature", 0.0),
+            "seed": spec.get("seed", 0),
+            "max_batch_tokens": spec.get("max_batch_tokens"),
+        }
+        if model_kind(model_ref) == "mote":
+            # Step-routed experts that write their own chain: MoTE's decoder (methods/mote/backend.py).
+            from alignrepro.methods.mote.backend import MoteBackend
+
+            return MoteBackend(model_ref, step_max_tokens=spec.get("step_max_tokens"), **common)
         return HFBackend(
             model_ref,
-            dtype=choose_dtype(spec.get("dtype", "auto")),
-            batch_size=spec.get("batch_size", 16),
             min_new_tokens=spec.get("min_new_tokens", 0),
-            temperature=spec.get("temperature", 0.0),
-            seed=spec.get("seed", 0),
             stop=spec.get("stop", TEMPLATE_STOPS.get(spec.get("template", "alpaca"), [])),
-            max_batch_tokens=spec.get("max_batch_tokens"),
+            **common,
         )
     if spec["backend"] == "openai":
         return OpenAIBackend(

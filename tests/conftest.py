@@ -59,3 +59,14 @@ def mote_model_dirs(ci_model, tmp_path_factory):
         atomic_write_json(out / "model.json", meta)
         dirs[arch] = out
     return dirs
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny ops: more threads only add contention on the shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

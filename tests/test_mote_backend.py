@@ -12,13 +12,7 @@ from alignrepro.methods.mote.backend import MoteBackend
 from alignrepro.methods.mote.moe_lora import routing
 from alignrepro.methods.mote.steps import STEP_IDS
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CONVS = [

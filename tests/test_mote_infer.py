@@ -13,13 +13,7 @@ from alignrepro.methods.mote import infer
 from alignrepro.methods.mote.moe_lora import mote_layers
 from alignrepro.methods.mote.steps import STEP_IDS, parse_generated, step_token_ids
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------------- parsing

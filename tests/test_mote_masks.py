@@ -19,12 +19,7 @@ STEPS = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3]])
 Q, A, G, R = range(0, 2), range(2, 4), range(4, 6), range(6, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _expected(hide_analysis: bool, hide_guidance: bool) -> torch.Tensor:

@@ -25,13 +25,7 @@ from alignrepro.methods.mote.moe_lora import (
 from alignrepro.methods.mote.steps import add_step_tokens, step_token_ids
 from alignrepro.models import load_model, load_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only add contention on the shared 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomize_experts(model, std: float = 0.2, seed: int = 0) -> None:

@@ -26,12 +26,7 @@ MSG = [{"role": "user", "content": "how many apples"}]
 CHAIN = {"id": "c", "analysis": "the answer", "guidance": "be short", "answer": "is 12"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
