@@ -23,7 +23,7 @@ def judge_inputs(name):
 
 
 EV_JUDGE = as_json(judge_spec(EV["judge"]))
-EV_GEN = as_json({**EV["generation"], "dtype": config["dtype"]})
+EV_GEN_SPEC = {**EV["generation"], "dtype": config["dtype"]}  # + a model's own keys (SHARED_MODELS "generation")
 
 
 rule evals_alpacaeval_prompts:
@@ -68,7 +68,7 @@ rule evals_respond:
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
     params:
-        gen=lambda w: as_json({**json.loads(EV_GEN), **SHARED_MODELS[w.key].get("generation", {})}),
+        gen=lambda w: as_json({**EV_GEN_SPEC, **SHARED_MODELS[w.key].get("generation", {})}),
         per_cat=f"--mtbench-per-category {EV['mtbench']['per_category']}" if EV["mtbench"]["per_category"] else "",
         seed=config["seed"],
     log:

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from alignrepro.generation import length_batches
 from alignrepro.io import stable_hash
-from alignrepro.methods.mote.infer import StepDecoder, load_trained
+from alignrepro.methods.mote.infer import StepDecoder, count_chain_shapes, load_trained
 from alignrepro.methods.mote.moe_lora import set_routing
-from alignrepro.methods.mote.steps import STEP_IDS, STEPS, encode_prompt
+from alignrepro.methods.mote.steps import STEP_IDS, STEPS
 from alignrepro.models import model_identity
 
 log = logging.getLogger(__name__)
@@ -51,7 +49,7 @@ class MoteBackend:
         max_batch_tokens: int | None = None,
         step_max_tokens: int | None = None,
     ):
-        model, self.tokenizer, self.meta = load_trained(model_dir, dtype)
+        model, self.tokenizer, _ = load_trained(model_dir, dtype)
         self.decoder = StepDecoder(model, self.tokenizer, temperature, seed)
         self.batch_size, self.max_batch_tokens, self.step_max_tokens = batch_size, max_batch_tokens, step_max_tokens
         self.identity = model_identity(model_dir)
@@ -66,18 +64,10 @@ class MoteBackend:
     @torch.inference_mode()
     def generate_chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
         step_max, chain_budget = self.budgets(max_new_tokens)
-        lengths = [len(encode_prompt(self.tokenizer, c)) for c in conversations]
-        results: dict[int, dict[str, Any]] = {}
         start = time.perf_counter()
-        bar = tqdm(total=len(conversations), desc="mote generate", unit="prompt")
-        for idx in length_batches(lengths, self.batch_size, self.max_batch_tokens):
-            outs = self.decoder.generate(
-                [conversations[i] for i in idx], "adaptive", chain_budget, step_max, answer_max_tokens=max_new_tokens
-            )
-            results.update(zip(idx, outs, strict=True))
-            bar.update(len(idx))
-        bar.close()
-        rows = [results[i] for i in range(len(conversations))]
+        rows = self.decoder.generate_batched(
+            conversations, "adaptive", chain_budget, step_max, max_new_tokens, self.batch_size, self.max_batch_tokens
+        )
         seconds = time.perf_counter() - start
         n_tokens = sum(r["n_tokens"] for r in rows)
         self.last_stats = {
@@ -90,9 +80,9 @@ class MoteBackend:
                 "answer_max_tokens": max_new_tokens,
                 "step_max_tokens": step_max,
                 "chain_budget": chain_budget,
-            },  # fmt: skip
+            },
             "fallback_counts": dict(Counter(f for r in rows for f in r["fallbacks"])),
-            "chain_shapes": dict(Counter("+".join(s for s in STEPS if s in r["steps"]) for r in rows)),
+            "chain_shapes": count_chain_shapes(rows),
         }
         log.info("mote: %d chains, %d tokens in %.1fs; shapes %s", len(rows), n_tokens, seconds,
                  self.last_stats["chain_shapes"])  # fmt: skip

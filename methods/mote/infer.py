@@ -249,6 +249,33 @@ class StepDecoder:
             )
         return results
 
+    def generate_batched(
+        self,
+        conversations: list[list[dict[str, str]]],
+        mode: str = "adaptive",
+        max_new_tokens: int = 256,
+        step_max_tokens: int | None = None,
+        answer_max_tokens: int | None = None,
+        batch_size: int = 8,
+        max_batch_tokens: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """`generate` over batches of similar prompt length (less left padding), with a progress bar; input order."""
+        lengths = [len(encode_prompt(self.tok, c)) for c in conversations]
+        results: dict[int, dict[str, Any]] = {}
+        bar = tqdm(total=len(conversations), desc=f"mote {mode}", unit="prompt")
+        for idx in length_batches(lengths, batch_size, max_batch_tokens):
+            batch = [conversations[i] for i in idx]
+            outs = self.generate(batch, mode, max_new_tokens, step_max_tokens, answer_max_tokens)
+            results.update(zip(idx, outs, strict=True))
+            bar.update(len(idx))
+        bar.close()
+        return [results[i] for i in range(len(conversations))]
+
+
+def count_chain_shapes(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many decoded rows had each chain shape, e.g. {"analysis+answer": 15, "answer": 1}."""
+    return dict(Counter("+".join(s for s in STEPS if s in r["steps"]) for r in rows))
+
 
 def run(
     model_dir: Path,
@@ -267,19 +294,14 @@ def run(
     model, tok, meta = load_trained(model_dir, choose_dtype(dtype))
     rows = read_jsonl(prompts_path)
     decoder = StepDecoder(model, tok, temperature, seed)
-    lengths = [len(encode_prompt(tok, _conversation(r))) for r in rows]
-    results: dict[int, dict[str, Any]] = {}
     start = time.perf_counter()
-    bar = tqdm(total=len(rows), desc=f"mote {mode}", unit="prompt")
-    for idx in length_batches(lengths, batch_size, max_batch_tokens):
-        outs = decoder.generate([_conversation(rows[i]) for i in idx], mode, max_new_tokens, step_max_tokens)
-        for i, o in zip(idx, outs, strict=True):
-            o.pop("token_ids")
-            results[i] = {**rows[i], **o, "mode": mode}
-        bar.update(len(idx))
-    bar.close()
+    outs = decoder.generate_batched(
+        [_conversation(r) for r in rows], mode, max_new_tokens, step_max_tokens, None, batch_size, max_batch_tokens
+    )
     seconds = time.perf_counter() - start
-    out_rows = [results[i] for i in range(len(rows))]
+    for o in outs:
+        o.pop("token_ids")
+    out_rows = [{**r, **o, "mode": mode} for r, o in zip(rows, outs, strict=True)]
     write_jsonl(out, out_rows)
     fallback_counts = Counter(f for r in out_rows for f in r["fallbacks"])
     if fallback_counts:
@@ -302,7 +324,7 @@ def run(
         "fallback_counts": dict(fallback_counts),
         "rows_with_fallback": sum(bool(r["fallbacks"]) for r in out_rows),
         "steps_present": dict(Counter(s for r in out_rows for s in r["steps"] if r["steps"][s])),
-        "chain_shapes": dict(Counter("+".join(s for s in STEPS if s in r["steps"]) for r in out_rows)),
+        "chain_shapes": count_chain_shapes(out_rows),
         "n_tokens": n_tokens,
         "mean_tokens": round(n_tokens / max(len(out_rows), 1), 2),
         "seconds": round(seconds, 2),
