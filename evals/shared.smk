@@ -161,6 +161,7 @@ rule evals_lmeval:
         fewshot=f"--num-fewshot {EV['lmeval']['num_fewshot']}" if EV["lmeval"]["num_fewshot"] is not None else "",
         limit=f"--limit {EV['lmeval']['limit']}" if EV["lmeval"]["limit"] else "",
         bs=EV["lmeval"]["batch_size"],
+        dtype=config["dtype"],  # the tier's dtype: "auto" would make scores depend on the CPU
     log:
         f"{EV_R}/logs/lmeval/{{key}}.log",
     benchmark:
@@ -169,7 +170,7 @@ rule evals_lmeval:
     shell:
         "{PY} -m alignrepro.evals.lmeval.run --model $(dirname {input.model}) --tasks {params.tasks} "
         "--data-json {params.data:q} {params.fewshot} {params.limit} --batch-size {params.bs} --out {output} "
-        "--tier {TIER} > {log} 2>&1"
+        "--dtype {params.dtype} --tier {TIER} > {log} 2>&1"
 
 
 rule evals_safety:

@@ -278,25 +278,6 @@ def test_train_pm_changes_adapter_and_writes_model_json(ci_model, tmp_path):
     assert bank.trunk_layers == 1 and torch.isfinite(bank.score_texts(["x"])).all()
 
 
-def test_resume_picks_the_last_complete_checkpoint(tmp_path):
-    def ckpt(step: int, complete: bool) -> None:
-        d = tmp_path / "checkpoints" / f"checkpoint-{step}"
-        d.mkdir(parents=True)
-        if complete:
-            (d / "trainer_state.json").write_text("{}")
-
-    ckpt(3, True)
-    assert P._resumable_checkpoint(tmp_path, {"cfg": 1}) is None  # no identity stamp: another run's leftovers
-    assert not (tmp_path / "checkpoints" / "checkpoint-3").exists()
-    ckpt(2, True)
-    ckpt(4, True)
-    ckpt(6, False)  # killed while saving: only the model card was written
-    assert P._resumable_checkpoint(tmp_path, {"cfg": 1}).endswith("checkpoint-4")  # same run: resume
-    assert not (tmp_path / "checkpoints" / "checkpoint-6").exists()
-    assert P._resumable_checkpoint(tmp_path, {"cfg": 2}) is None  # config changed: start over
-    assert not (tmp_path / "checkpoints" / "checkpoint-4").exists()
-
-
 def test_score_cli(ci_model, banks, tmp_path):
     pairs, _ = _toy_pairs(3)
     write_jsonl(tmp_path / "pairs.jsonl", pairs)

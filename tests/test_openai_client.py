@@ -38,10 +38,11 @@ def completion(text: str = RANK_1, logprobs: dict | None = None) -> dict:
 
 
 class Loopback:
-    """Scripted chat-completions server on 127.0.0.1: pops (status, headers, body, delay) per request."""
+    """Scripted chat-completions server on 127.0.0.1: pops (status, headers, body, delay) per request; a bytes body
+    is sent as it is (a malformed answer), anything else as JSON."""
 
     def __init__(self) -> None:
-        self.script: list[tuple[int, dict, dict, float]] = []
+        self.script: list[tuple[int, dict, dict | list | bytes, float]] = []
         self.requests: list[dict] = []
         srv = self
 
@@ -51,7 +52,7 @@ class Loopback:
                 srv.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                 status, headers, payload, delay = srv.script.pop(0) if srv.script else (200, {}, completion(), 0)
                 time.sleep(delay)
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     for k, v in {"Content-Type": "application/json", **headers}.items():

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alignrepro.errors import UserError
 from alignrepro.io import stable_hash
 from alignrepro.judges.base import PairItem, PairwiseJudge, check_preferences
 
@@ -61,6 +62,12 @@ class JudgmentCache:
                 if ("locked" not in msg and "busy" not in msg) or attempt == self.max_attempts - 1:
                     raise
                 time.sleep(min(1.0, 0.01 * 2**attempt) * random.random())
+            except sqlite3.DatabaseError as e:  # not OperationalError: the file itself is bad (NOTADB, CORRUPT)
+                # Left in place: it may be the only copy of paid judgments, or someone else's file at this path.
+                raise UserError(
+                    f"judgment cache {self.path} is not a readable SQLite database ({e}); it is only a cache: move it "
+                    f"aside (with any {self.path.name}-wal / -shm beside it) and rerun, which judges the pairs again"
+                ) from e
         raise AssertionError("unreachable")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, float]:
@@ -88,7 +95,8 @@ class JudgmentCache:
             conn.executemany("INSERT OR REPLACE INTO judgments VALUES (?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may already have rolled back (e.g. on corruption): keep the real error
+                conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:

@@ -7,15 +7,18 @@ is never pickled, logged or written: `__repr__`, `__getstate__` and `describe()`
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 import random
 import re
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+from alignrepro.errors import EndpointError
 from alignrepro.io import sha256_text
 from alignrepro.judges.base import PairItem, both_orders, load_annotator, render_messages, template_to_messages
 from alignrepro.judges.grading import parse_rating, parse_verdict
@@ -23,10 +26,31 @@ from alignrepro.judges.grading import parse_rating, parse_verdict
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429}  # plus every 5xx
+OFFICIAL_ENDPOINT = "https://api.openai.com/v1"
+EXPECTED = "expected a chat completion (a JSON object with a non-empty 'choices' list, each with a 'message')"
 
 
 class RequestBudgetExceeded(RuntimeError):
     pass
+
+
+class MalformedAnswer(Exception):
+    """A 200 answer that is not a chat completion; the message says what came instead."""
+
+
+def public_url(url: str) -> str:
+    """`url` as it may be logged, written and hashed: no user:password@, query or fragment (they can hold
+    credentials), scheme and host lower-cased, default port and trailing slash dropped."""
+    parts = urllib.parse.urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:  # not a number: the SDK will say so when it connects
+        port = None
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port in (None, {"http": 80, "https": 443}.get(scheme)) else f"{host}:{port}"
+    return urllib.parse.urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 class OpenAIChatClient:
@@ -52,21 +76,25 @@ class OpenAIChatClient:
         self.prompt_tokens = self.completion_tokens = 0
         self.dollars = 0.0
         self._client = self._connect()  # fail now, not after hours of generation, when the key is missing
+        # The endpoint really used (base_url None means OPENAI_BASE_URL or the official API), without credentials.
+        self.endpoint = public_url(str(self._client.base_url))
 
     def _connect(self):
         from openai import OpenAI
 
         key = os.environ.get(self.api_key_env, "").strip()
         if not key:
-            raise RuntimeError(
-                f"OpenAI judge: the environment variable {self.api_key_env} is unset or empty; export the API key "
-                f"there (keys are read from the environment only, never from config files)"
+            url = public_url(self.base_url or os.environ.get("OPENAI_BASE_URL") or OFFICIAL_ENDPOINT)
+            raise EndpointError(
+                f"OpenAI-compatible endpoint {url} (model {self.model}): "
+                f"the environment variable {self.api_key_env} is unset or empty; export the API key there (keys are "
+                f"read from the environment only, never from config files)"
             )
         # max_retries=0: the SDK must not retry behind our back, our loop counts and bounds every attempt.
         return OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
 
     def __repr__(self) -> str:
-        return f"OpenAIChatClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+        return f"OpenAIChatClient(endpoint={self.endpoint!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -80,8 +108,10 @@ class OpenAIChatClient:
 
     def describe(self) -> dict[str, Any]:
         """Provenance and usage, safe to write to result files."""
-        keys = ("base_url", "model", "api_key_env", "max_requests", "n_requests", "n_attempts", "n_retries")
+        keys = ("model", "api_key_env", "max_requests", "n_requests", "n_attempts", "n_retries")
         return {k: getattr(self, k) for k in keys} | {
+            "base_url": public_url(self.base_url) if self.base_url else None,
+            "endpoint": self.endpoint,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "dollars": round(self.dollars, 6),
@@ -109,7 +139,9 @@ class OpenAIChatClient:
     def _retryable(err: Exception) -> bool:
         import openai
 
-        if isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
+        # A 200 that is not a chat completion is retried like a 5xx: gateways (LiteLLM, OpenRouter, proxies) answer
+        # that way for passing upstream faults, and a wrong base_url still fails after max_retries, naming it.
+        if isinstance(err, MalformedAnswer | openai.APIConnectionError):  # includes APITimeoutError
             return True
         if isinstance(err, openai.APIStatusError):
             return err.status_code in RETRY_STATUS or err.status_code >= 500
@@ -138,28 +170,56 @@ class OpenAIChatClient:
         for attempt in range(self.max_retries + 1):
             self.n_attempts += 1
             try:
-                resp = self._client.chat.completions.create(**kwargs)
-                break
+                return self._parse(self._create(kwargs))
             except Exception as err:
                 if not self._retryable(err) or attempt == self.max_retries:
-                    raise RuntimeError(
-                        f"OpenAI request to {self.model} failed after {attempt + 1} attempt(s): {type(err).__name__}"
-                        f": {err}"
+                    where = f"OpenAI-compatible endpoint {self.endpoint} (model {self.model})"
+                    if isinstance(err, MalformedAnswer):
+                        raise EndpointError(
+                            f"{where} answered {err} after {attempt + 1} attempt(s); {EXPECTED}: "
+                            f"check base_url and model"
+                        ) from err
+                    raise EndpointError(
+                        f"{where}: request failed after {attempt + 1} attempt(s): {type(err).__name__}: {err}"
                     ) from err
                 delay = self._delay(attempt, err)
                 self.n_retries += 1
                 log.warning("OpenAI %s (%s); retry %d in %.1fs", self.model, type(err).__name__, attempt + 1, delay)
                 self._sleep(delay)
-        return self._parse(resp)
+        raise AssertionError("unreachable")
+
+    def _create(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            return self._client.chat.completions.create(**kwargs)
+        except json.JSONDecodeError as e:  # a JSON content type over a body that is not JSON
+            raise MalformedAnswer(f"a body that is not JSON ({e.msg})") from e
+
+    def _redacted(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env, "").strip()
+        return text.replace(key, "<key>") if key else text
 
     def _parse(self, resp: Any) -> dict[str, Any]:
+        # The SDK hands back the body's text when it is not JSON and builds a ChatCompletion from any JSON object
+        # without validating it; check the shape before counting anything.
+        if isinstance(resp, str):
+            excerpt = self._redacted(" ".join(resp.split())[:80])
+            raise MalformedAnswer(f"a body that is not JSON ({len(resp)} chars: {excerpt!r})")
+        if not hasattr(resp, "choices"):
+            raise MalformedAnswer(f"a JSON {type(resp).__name__}, not a JSON object")
+        if not resp.choices:
+            error = getattr(resp, "error", None)  # gateways put an upstream error in a 200 body
+            got = "an empty 'choices' list" if resp.choices == [] else "a JSON object without 'choices'"
+            raise MalformedAnswer(got + (f" (error: {self._redacted(str(error))[:200]})" if error else ""))
         choice = resp.choices[0]
+        if getattr(choice, "message", None) is None:
+            raise MalformedAnswer("a choice with no message")
         top = None
-        if choice.logprobs is not None and choice.logprobs.content:
+        if getattr(choice, "logprobs", None) is not None and choice.logprobs.content:
             top = [{t.token: t.logprob for t in (p.top_logprobs or [p])} for p in choice.logprobs.content]
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        if resp.usage is not None:
-            usage = {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens}
+        if getattr(resp, "usage", None) is not None:
+            u = resp.usage  # a gateway may leave the counts out
+            usage = {"prompt_tokens": u.prompt_tokens or 0, "completion_tokens": u.completion_tokens or 0}
         self.prompt_tokens += usage["prompt_tokens"]
         self.completion_tokens += usage["completion_tokens"]
         self.dollars += (
@@ -212,6 +272,10 @@ class OpenAIPairwiseJudge:
             "temperature": self.temperature,
             "grade_max_tokens": self.grade_max_tokens,
         }
+        # The endpoint is part of the cache key (settings): the same model name at another provider is judged
+        # again. The official API adds nothing, so judgments cached before this rule (paid ones) stay valid.
+        if client.endpoint != OFFICIAL_ENDPOINT:
+            self.settings["endpoint"] = client.endpoint
 
     def _one_order(self, items: list[PairItem]) -> list[float]:
         out = []

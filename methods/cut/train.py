@@ -2,7 +2,7 @@
 
   1. select the triplets (same selection for every method)  2. build the method's dataset
   3. load the base model (fp32/bf16 by machine; 8-bit at the full tier)  4. train with the method's trainer
-     (CUTTrainer, or TRL SFTTrainer / DPOTrainer), resuming from the last checkpoint after a kill
+     (CUTTrainer, or TRL SFTTrainer / DPOTrainer), resuming a killed run of the same settings
   5. save the adapter + model.json (provenance)
 
 `python -m alignrepro.methods.cut.train --help`
@@ -25,7 +25,15 @@ from alignrepro.io import read_jsonl, stable_hash
 from alignrepro.methods.cut import baseline_data as bd
 from alignrepro.models import choose_dtype, load_model, load_tokenizer
 from alignrepro.provenance import provenance
-from alignrepro.training import last_checkpoint, lora_config, save_adapter, setup_wandb, trainer_kwargs
+from alignrepro.training import (
+    DivergenceGuard,
+    input_identity,
+    lora_config,
+    resume_checkpoint,
+    save_adapter,
+    setup_wandb,
+    trainer_kwargs,
+)
 
 log = logging.getLogger("cut.train")
 METHODS = ("cut", "fp", "hindsight", "ilf_mle", "ilf_dpo")
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         records, cfg["cut"]["align_p_ratio"], train["seed"], cfg["cut"]["keep_error_judgments"]
     )
     refinements = {r["id"]: r["output"] for r in read_jsonl(args.refinements)} if args.refinements else {}
-    dtype = choose_dtype(cfg.get("dtype", "auto"))
+    dtype = choose_dtype(cfg.get("dtype", "float32"))
     tok = load_tokenizer(args.base_model, padding_side="right")
     # torch seeds each process at random and TRL builds the LoRA adapter before Trainer seeds: seed it here
     set_seed(train["seed"])
@@ -138,9 +146,17 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = trainer_kwargs(train, args.out, n_for_budget, dtype, run_name=args.name, use_wandb=use_wandb)
     trainer, data_stats = build_trainer(args.method, model, tok, triplets, refinements, cfg, kwargs)
 
-    resume = last_checkpoint(args.out)
-    if resume:
-        log.info("resuming from %s", resume)
+    trainer.add_callback(DivergenceGuard(args.name))
+    # a killed run of these very settings resumes; anything else (a changed hyper-parameter) trains afresh
+    identity = {
+        "step": "cut.train",
+        "method": args.method,
+        "config": cfg,
+        "base": input_identity(args.base_model),
+        "triplets": input_identity(args.triplets),
+        "refinements": input_identity(args.refinements),
+    }
+    resume = resume_checkpoint(args.out, identity)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]

@@ -63,7 +63,7 @@ GEN_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 64,
     "temperature": 0.7,  # the official generate_HH_responses
     "batch_size": 8,
-    "dtype": "auto",
+    "dtype": "float32",
     "stop": ["\nHuman:"],  # the official sampler stops at "Human:"
 }
 

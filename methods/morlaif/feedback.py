@@ -11,7 +11,7 @@ A and B, and the label is log p("A") - log p("B") at the first answer position:
 
 Backends (`--feedback-json`):
   {"backend": "local", "model": "<registry name>" | "model_dir": "<folder>", "batch_size": 4, "max_length": 1024,
-   "dtype": "auto"}  a causal LM through alignrepro.models; the prompt is the user turn of its chat template and the
+   "dtype": "float32"}  a causal LM through alignrepro.models; the prompt is the user turn of its chat template and the
    log-probs are the next-token log-softmax of the label tokens (the tokens the assistant turn starts with).
   {"backend": "openai", "model": "gpt-3.5-turbo-0125", "base_url": null, "api_key_env": "OPENAI_API_KEY",
    "max_requests": N, "temperature": 1.0}  Chat Completions, max_tokens=1, logprobs, top_logprobs=5; a label token
@@ -142,7 +142,7 @@ class LocalFeedback:
     def __init__(
         self,
         model_dir: str | Path,
-        dtype: str = "auto",
+        dtype: str = "float32",
         batch_size: int = 4,
         max_length: int = 1024,
         device: str | None = None,
@@ -285,7 +285,7 @@ class OpenAIFeedback:
         price_per_1k_input: float = 0.0,
         price_per_1k_output: float = 0.0,
     ) -> None:
-        from alignrepro.judges.openai_api import OpenAIChatClient
+        from alignrepro.judges.openai_api import OFFICIAL_ENDPOINT, OpenAIChatClient
 
         self.client = OpenAIChatClient(
             base_url,
@@ -306,6 +306,8 @@ class OpenAIFeedback:
             "missing_logprob": MISSING_LOGPROB,
             "label_tokens": list(LABELS),
         }
+        if self.client.endpoint != OFFICIAL_ENDPOINT:  # another provider's model of the same name is asked again
+            self.settings["endpoint"] = self.client.endpoint
 
     def logprobs(self, queries: list[Query]) -> list[tuple[float, float]]:
         out = []

@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_dir, sha256_file, stable_hash, write_jsonl
-from alignrepro.models import choose_dtype, load_tokenizer, model_identity
+from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_file, stable_hash, write_jsonl
+from alignrepro.models import choose_dtype, load_tokenizer, model_identity, read_model_meta
 
 log = logging.getLogger("morlaif.pm")
 
@@ -65,7 +65,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "margin": True,
     "min_abs_margin": 0.0,
     "max_pairs": None,
-    "dtype": "auto",
+    "dtype": "float32",
 }
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|pad|>", "[PAD]")
 
@@ -300,7 +300,14 @@ def train_pm(
     from transformers import set_seed
 
     from alignrepro.provenance import provenance
-    from alignrepro.training import setup_wandb, trainer_kwargs
+    from alignrepro.training import (
+        DivergenceGuard,
+        check_finite,
+        finish_model_dir,
+        resume_checkpoint,
+        setup_wandb,
+        trainer_kwargs,
+    )
 
     cfg = merge_config(cfg)
     train = cfg["train"]
@@ -317,7 +324,9 @@ def train_pm(
     kwargs = trainer_kwargs(train, out, len(rows), dtype, run_name=run_name, use_wandb=use_wandb)
     trainer = build_reward_trainer(model, tok, rows, cfg, kwargs)
 
-    resume = _resumable_checkpoint(out, {"cfg": cfg, "rows": stable_hash(rows, 64), "base": model_identity(base_dir)})
+    trainer.add_callback(DivergenceGuard(run_name))
+    identity = {"step": "morlaif.pm", "principle": principle, "cfg": cfg, "rows": stable_hash(rows, 64)}
+    resume = resume_checkpoint(out, identity | {"base": model_identity(base_dir)})
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = round(time.perf_counter() - start, 1)
@@ -329,7 +338,9 @@ def train_pm(
             wandb.run.summary.update({"data": stats, "principle": principle})
             wandb.finish()
 
+    check_finite(trainer.model, run_name)
     adapter = out / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)
     trainer.model.save_pretrained(adapter)
     _, layers = decoder_layers(trainer.model.base_model.model)
     meta = {
@@ -339,7 +350,6 @@ def train_pm(
         "base": str(base_dir),
         "base_identity": model_identity(base_dir),
         "adapter": "adapter",
-        "adapter_sha256": sha256_dir(adapter),
         "pad_token": tok.pad_token,
         "max_length": train["max_length"],
         "num_layers": len(layers),
@@ -356,35 +366,7 @@ def train_pm(
         "config": cfg,
         "provenance": provenance(tier=tier, config=cfg, seed=train["seed"], principle=principle),
     }
-    atomic_write_json(out / "model.json", meta)  # last: its presence means the PM is complete
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only there to resume a killed run
-    return meta
-
-
-def _resumable_checkpoint(out: Path, identity: dict[str, Any]) -> str | None:
-    """The newest COMPLETE checkpoint (trainer_state.json is the Trainer's last write) of a killed run with the same
-    config and data. A half-written newer one is deleted; checkpoints of another run (other config) are dropped."""
-    ckpts = out / "checkpoints"
-    stamp = ckpts / "run_identity.json"
-    key = stable_hash(identity, 64)
-    if stamp.is_file() and read_json(stamp).get("key") == key:
-        found = sorted(
-            (d for d in ckpts.glob("checkpoint-*") if d.is_dir() and d.name.split("-")[-1].isdigit()),
-            key=lambda d: int(d.name.split("-")[-1]),
-        )
-        complete = [d for d in found if (d / "trainer_state.json").is_file()]
-        for d in found[found.index(complete[-1]) + 1 :] if complete else found:
-            log.info("dropping incomplete checkpoint %s", d)
-            shutil.rmtree(d)
-        if not complete:
-            return None
-        log.info("resuming from %s", complete[-1])
-        return str(complete[-1])
-    if ckpts.exists():
-        log.info("dropping checkpoints of another run in %s", ckpts)
-        shutil.rmtree(ckpts)
-    atomic_write_json(stamp, {"key": key})
-    return None
+    return finish_model_dir(out, ("adapter",), meta)  # model.json last: its presence means the PM is complete
 
 
 # ---------------------------------------------------------------------------------------------------- bank
@@ -417,7 +399,7 @@ class PMBank:
 
         if not dirs:
             raise ValueError("PMBank needs at least one PM folder")
-        metas = {p: read_json(Path(d) / "model.json") for p, d in dirs.items()}
+        metas = {p: read_model_meta(d) for p, d in dirs.items()}  # verified against their manifests
         for p, m in metas.items():
             if m.get("kind") != "pm_lora":
                 raise ValueError(f"{dirs[p]}: model.json kind is {m.get('kind')!r}, expected 'pm_lora'")
@@ -626,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--pairs", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True, help="pm_scores.jsonl (+ .provenance.json beside it)")
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--dtype", default="auto")
+    s.add_argument("--dtype", default="float32", help="float32 | bfloat16")
     s.add_argument("--tier", default="unknown")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -90,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
     # "all" = TRL's fully trained value model; N = only the score head and the top N decoder layers train (the
     # frozen rest needs no backward: a CPU speed knob; trlx shares the policy trunk with its value head instead)
     "value_trainable_layers": "all",
-    "dtype": "auto",
+    "dtype": "float32",
 }
 
 
@@ -526,7 +526,7 @@ def run_ppo(
     from transformers import AutoModelForSequenceClassification, set_seed
 
     from alignrepro.provenance import provenance
-    from alignrepro.training import save_adapter, setup_wandb
+    from alignrepro.training import DivergenceGuard, save_adapter, setup_wandb
 
     out = Path(out)
     arm = arm or out.name
@@ -578,7 +578,7 @@ def run_ppo(
 
     use_wandb = bool(wandb_cfg) and setup_wandb(wandb_cfg, out.parent.parent / "wandb", group=f"morlaif-{tier}")
     args = ppo_config(cfg, out, seed, dtype, use_wandb, run_name=f"morlaif-{tier}-ppo-{arm}")
-    callbacks: list[TrainerCallback] = [JsonlLogCallback(out / "train_log.jsonl")]
+    callbacks: list[TrainerCallback] = [JsonlLogCallback(out / "train_log.jsonl"), DivergenceGuard(f"ppo-{arm}")]
     if cfg["kl"]["adaptive"]:
         callbacks.append(AdaptiveKLCallback(cfg["kl"]["target"], cfg["kl"]["horizon"]))
     trainer = _trainer_class()(

@@ -53,7 +53,7 @@ Row = dict[str, Any]
 
 GEN_DEFAULTS: dict[str, Any] = {
     "backend": "hf",
-    "dtype": "auto",
+    "dtype": "float32",
     "batch_size": 8,
     "temperature": 0.0,  # greedy; the paper gives no decoding settings (0.7 is the other choice of the note)
     "seed": 0,

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alignrepro.generation import length_batches
-from alignrepro.io import atomic_write_json, read_json, read_jsonl, write_jsonl
+from alignrepro.io import atomic_write_json, read_jsonl, write_jsonl
 from alignrepro.methods.mote.moe_lora import load_mote, routing
 from alignrepro.methods.mote.steps import (
     STEP_IDS,
@@ -44,7 +44,7 @@ from alignrepro.methods.mote.steps import (
     parse_generated,
     step_token_ids,
 )
-from alignrepro.models import choose_dtype, load_model, model_identity
+from alignrepro.models import choose_dtype, load_model, model_identity, read_model_meta
 from alignrepro.provenance import provenance
 
 log = logging.getLogger("mote.infer")
@@ -62,14 +62,14 @@ def load_trained(model_dir: str | Path, dtype: torch.dtype | None = None):
     from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
-    meta = read_json(model_dir / "model.json")
+    meta = read_model_meta(model_dir)  # verified against its file manifest
     if meta.get("kind") != "mote":
         raise ValueError(f"{model_dir}: model.json kind {meta.get('kind')!r}, expected 'mote' (a train.py folder)")
     tok = AutoTokenizer.from_pretrained(str(model_dir / meta["tokenizer"]))
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = load_model(meta["base"], dtype=dtype or choose_dtype(meta["config"].get("dtype", "auto")))
+    model = load_model(meta["base"], dtype=dtype or choose_dtype(meta["config"].get("dtype", "float32")))
     add_step_tokens(tok, model, seed=meta["config"]["train"]["seed"])
     adapter = model_dir / meta["adapter"]
     if meta["adapter_format"] == "mote":
@@ -288,7 +288,7 @@ def run(
     seed: int = 0,
     step_max_tokens: int | None = None,
     tier: str = "unknown",
-    dtype: str = "auto",
+    dtype: str = "float32",
     max_batch_tokens: int | None = None,
 ) -> dict[str, Any]:
     model, tok, meta = load_trained(model_dir, choose_dtype(dtype))
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (auto: bf16 where the CPU runs it natively)")
     p.add_argument("--tier", default="unknown")
     p.add_argument("--out", type=Path, required=True, help="generations JSONL (+ <name>.summary.json beside it)")
     args = p.parse_args(argv)

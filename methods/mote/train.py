@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from alignrepro.io import atomic_write_json, read_jsonl, sha256_dir, stable_hash
+from alignrepro.io import read_jsonl, stable_hash
 from alignrepro.methods.mote.masks import additive_mask, sample_hidden_blocks, step_skip_keep
 from alignrepro.methods.mote.moe_lora import ALL_LINEAR, MoTEConfig, apply_mote, pop_aux_loss, save_mote, set_routing
 from alignrepro.methods.mote.steps import (
@@ -49,7 +49,15 @@ from alignrepro.methods.mote.steps import (
 )
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
 from alignrepro.provenance import provenance
-from alignrepro.training import setup_wandb, trainer_kwargs
+from alignrepro.training import (
+    DivergenceGuard,
+    check_finite,
+    finish_model_dir,
+    input_identity,
+    resume_checkpoint,
+    setup_wandb,
+    trainer_kwargs,
+)
 
 log = logging.getLogger("mote.train")
 ARCHS = ("mote", "lora", "lora_x2", "vanilla_moe", "mixlora", "mote_no_skip", "mote_no_shared", "mote_no_both")
@@ -79,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
         "contrastive_tokens": 64,
         "query_expert_infer": "analysis",  # note §7.3
     },
-    "dtype": "auto",
+    "dtype": "float32",
 }
 
 
@@ -216,7 +224,7 @@ class MoTECollator:
 def build_model(arch: str, base: Path, cfg: dict[str, Any], explicit: bool = False):
     """(model, tokenizer, arch settings): base + step tokens (trainable rows) + the arch's adapters."""
     settings = arch_settings(arch, cfg, explicit)
-    dtype = choose_dtype(cfg.get("dtype", "auto"))
+    dtype = choose_dtype(cfg.get("dtype", "float32"))
     tok = load_tokenizer(base, padding_side="right")
     tok.model_max_length = cfg["train"]["max_length"]
     model = load_model(base, dtype=dtype, load_in_8bit=cfg["train"].get("load_in_8bit", False))
@@ -353,23 +361,6 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def complete_checkpoint(out_dir: Path) -> str | None:
-    """The last checkpoint whose trainer_state.json exists (written last); incomplete later ones are removed."""
-    ckpt = out_dir / "checkpoints"
-    if not ckpt.is_dir():
-        return None
-    found = sorted(
-        (p for p in ckpt.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    for p in reversed(found):
-        if (p / "trainer_state.json").is_file() and (p / "trainable.safetensors").is_file():
-            return str(p)
-        log.warning("removing incomplete checkpoint %s", p)
-        shutil.rmtree(p, ignore_errors=True)
-    return None
-
-
 def save_trained(model, tok, settings: dict[str, Any], out: Path) -> str:
     """adapter/ (+ tokenizer/): MoTE format or a PEFT adapter + step_tokens.safetensors. Returns the format."""
     from safetensors.torch import save_file
@@ -411,7 +402,7 @@ def train(
         raise SystemExit(f"no trainable chains in {chains} ({data_stats})")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%s: %d examples, %d trainable parameters, skip_p=%s", arch, len(examples), n_train, settings["skip_p"])
-    dtype = choose_dtype(cfg.get("dtype", "auto"))
+    dtype = choose_dtype(cfg.get("dtype", "float32"))
     use_wandb = setup_wandb(wandb_cfg, wandb_dir or out.parent / "wandb", group=f"mote-{tier}")
     kwargs = trainer_kwargs(tr, out, len(examples), dtype, run_name=name, use_wandb=use_wandb)
     kwargs["max_grad_norm"] = tr["max_grad_norm"]
@@ -426,9 +417,10 @@ def train(
         callbacks=[timer],
         step_token_lr=tr["step_token_lr"],
     )
-    resume = complete_checkpoint(out)
-    if resume:
-        log.info("resuming from %s", resume)
+    trainer.add_callback(DivergenceGuard(name))
+    identity = {"step": "mote.train", "arch": arch, "explicit": explicit, "config": cfg}
+    identity |= {"base": input_identity(base), "chains": input_identity(chains)}
+    resume = resume_checkpoint(out, identity, required=("trainable.safetensors",))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
@@ -440,6 +432,7 @@ def train(
             wandb.run.summary.update({"data": data_stats, "arch": arch, "explicit_datasets": explicit})
             wandb.finish()
     model.eval()
+    check_finite(model, name)
     fmt = save_trained(model, tok, settings, out)
     meta = {
         "kind": "mote",
@@ -449,7 +442,6 @@ def train(
         "base": str(base),
         "adapter": "adapter",
         "tokenizer": "tokenizer",
-        "adapter_sha256": sha256_dir(out / "adapter"),
         "base_identity": model_identity(base),
         "prompt_template": "chat",
         "explicit_datasets": explicit,
@@ -469,8 +461,7 @@ def train(
         "chains_sha256": stable_hash(rows, 64),
         "provenance": provenance(tier=tier, config=cfg, seed=tr["seed"], arch=arch, chains=str(chains)),
     }
-    atomic_write_json(out / "model.json", meta)
-    return meta
+    return finish_model_dir(out, ("adapter", "tokenizer"), meta)
 
 
 def main(argv: list[str] | None = None) -> None:

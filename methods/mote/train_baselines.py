@@ -30,7 +30,15 @@ from alignrepro.io import read_jsonl, sha256_file
 from alignrepro.methods.mote.moe_lora import ALL_LINEAR
 from alignrepro.models import choose_dtype, load_model, load_tokenizer
 from alignrepro.provenance import provenance
-from alignrepro.training import last_checkpoint, lora_config, save_adapter, setup_wandb, trainer_kwargs
+from alignrepro.training import (
+    DivergenceGuard,
+    input_identity,
+    lora_config,
+    resume_checkpoint,
+    save_adapter,
+    setup_wandb,
+    trainer_kwargs,
+)
 
 log = logging.getLogger("mote.train_baselines")
 SFT_METHODS = ("sft", "critique_revise", "mistake_analysis")
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             "%s: no training rows for %s: saving the UNTRAINED adapter (= the base model)", args.data, args.method
         )
 
-    dtype = choose_dtype(cfg.get("dtype", "auto"))
+    dtype = choose_dtype(cfg.get("dtype", "float32"))
     tok = load_tokenizer(args.base, padding_side="right")
     tok.model_max_length = train["max_length"]  # SmolLM2 says 1e30
     # torch seeds each process at random and TRL builds the LoRA adapter before Trainer seeds: seed it here
@@ -118,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     start, resume, metrics, history = time.perf_counter(), None, {}, []
     if rows:
         trainer = build_trainer(args.method, model, tok, rows, cfg, kwargs)
-        resume = last_checkpoint(args.out)
-        if resume:
-            log.info("resuming from %s", resume)
+        trainer.add_callback(DivergenceGuard(args.name))
+        identity = {"step": "mote.train_baselines", "method": args.method, "config": cfg}
+        identity |= {"base": input_identity(args.base), "data": input_identity(args.data)}
+        resume = resume_checkpoint(args.out, identity)
         metrics = trainer.train(resume_from_checkpoint=resume).metrics
         history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
         model = trainer.model
