@@ -7,10 +7,14 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from alignrepro.config import resolve_config
+from alignrepro.config import check_config_files, resolve_config
 from alignrepro.integrity import startup_check
 from alignrepro.run_lock import claim as claim_run_lock
 from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
+
+# Snakemake's own YAML loader names no file in its errors and lets a duplicate key win silently: read the user's
+# config files strictly first (a --configfile that is not YAML at all already failed in Snakemake's CLI).
+check_config_files([os.path.join(workflow.basedir, "config/config.yaml"), *workflow.overwrite_configfiles])
 
 
 configfile: os.path.join(workflow.basedir, "config/config.yaml")

@@ -10,6 +10,7 @@ model.json, so a 0.5 GB base is not re-hashed by every job while a file changed 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.errors import IntegrityError
-from alignrepro.io import atomic_write_text, sha256_file, sha256_text
+from alignrepro.io import atomic_write_text, sha256_file
 
 FULL_HASH_BELOW = 64 << 20
 _verified: set[tuple] = set()  # (model.json, its mtime, its files' sizes and mtimes) verified in this process
@@ -53,9 +54,13 @@ def file_manifest(model_dir: str | Path, parts: Iterable[str] = (".",)) -> dict[
 
 
 def manifest_hash(manifest: dict[str, dict[str, Any]], prefix: str = "") -> str:
-    """One hash of the files under `prefix` (e.g. "adapter/"): names and contents, independent of mtimes."""
-    lines = [f"{rel.removeprefix(prefix)}\t{m['sha256']}" for rel, m in manifest.items() if rel.startswith(prefix)]
-    return sha256_text("\n".join(lines))
+    """One hash of the files under `prefix` (e.g. "adapter/"), equal to io.sha256_dir of that folder: names and
+    contents, independent of mtimes."""
+    h = hashlib.sha256()
+    for rel in sorted((r for r in manifest if r.startswith(prefix)), key=lambda r: Path(r).parts):
+        h.update(rel.removeprefix(prefix).encode())
+        h.update(manifest[rel]["sha256"].encode())
+    return h.hexdigest()
 
 
 def problems(model_dir: str | Path, meta: dict[str, Any] | None = None) -> list[str]:

@@ -14,7 +14,7 @@ CARDS = list(dict.fromkeys([EV["judge"], *EV["cards"]]))
 
 
 def judge_spec(name):
-    return resolve_spec(JUDGES[name])
+    return resolve_spec(JUDGES[name], dtype=config["dtype"])
 
 
 def judge_inputs(name):

@@ -112,7 +112,11 @@ def test_model_files_are_recorded_shared_and_verified_on_load(ci_model, tmp_path
     out = tmp_path / "models" / "base" / "cut"
     cut_train.main(_args(ci_model, triplets, out))
     meta = read_json(out / "model.json")
-    assert set(meta["files"]) == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/README.md"}
+    assert set(meta["files"]) == {
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/README.md",
+    }
     for rel in meta["files"]:
         assert (out / rel).stat().st_mode & 0o777 == 0o644, rel  # were 0600
     assert load_model(out) is not None

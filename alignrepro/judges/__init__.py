@@ -17,12 +17,16 @@ BACKENDS = ("oracle", "local", "heuristic", "openai")
 BUILTIN_JUDGES = {"oracle": {"backend": "oracle"}, "heuristic": {"backend": "heuristic"}}  # named without config
 
 
-def resolve_spec(spec: dict[str, Any], models_dir: str | Path = "results/models") -> dict[str, Any]:
+def resolve_spec(
+    spec: dict[str, Any], models_dir: str | Path = "results/models", dtype: str | None = None
+) -> dict[str, Any]:
     """A judge spec from the config as a make_judge spec: a local judge's registry `model` name becomes its folder,
-    so specs in the config stay tier-independent."""
+    so specs in the config stay tier-independent; a local judge runs in the tier's `dtype` unless it names one."""
     out = dict(spec)
     if out["backend"] == "local":
         out["model_dir"] = str(Path(models_dir) / out.pop("model"))
+        if dtype is not None:
+            out.setdefault("dtype", dtype)
     return out
 
 

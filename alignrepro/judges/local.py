@@ -63,6 +63,10 @@ class LocalLogprobJudge:
         self.model_dir = Path(model_dir)
         self.batch_size, self.max_length = int(batch_size), int(max_length)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if (self.model_dir / "model.json").is_file():  # a registry model: its files must match their manifest
+            from alignrepro.integrity import verify_model_dir
+
+            verify_model_dir(self.model_dir)
         self.tok = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype, local_files_only=True)
         self.model.to(self.device).eval()

@@ -4,7 +4,7 @@
 
 def _judge_spec(paper):
     """Registry model names → model folders, so judge specs in the config stay tier-independent."""
-    return {group: resolve_spec(s) for group, s in EVAL_JUDGE[paper].items()}
+    return {group: resolve_spec(s, dtype=config["dtype"]) for group, s in EVAL_JUDGE[paper].items()}
 
 
 def _judge_models(paper):

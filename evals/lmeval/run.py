@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size.add_argument("--limit", type=int, default=None, help="the first N docs per task (per subject: MMLU-style)")
     size.add_argument("--sample", type=int, default=None, help="N docs per task drawn with --seed, over subjects")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | auto (bf16 where native: CPU-dependent numbers)")
+    ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | auto (bf16 where native)")
     ap.add_argument("--seed", type=int, default=1234, help="lm-eval's python/numpy/torch/few-shot seeds")
     ap.add_argument("--work-dir", default=None, help="keep overlay YAMLs and per-subject files here (default: temp)")
     ap.add_argument("--out", required=True, help="result JSON")

@@ -81,7 +81,7 @@ rule cut_judge:
     output:
         f"{CUT_R}/online/iter{{k}}/triplets.jsonl",
     params:
-        critic=as_json(CUT["critic"]),
+        critic=as_json({k: {**s, "dtype": config["dtype"]} if s["backend"] == "hf" else s for k, s in CUT["critic"].items()}),
     log:
         f"{CUT_R}/logs/judge_iter{{k}}.log",
     benchmark:

@@ -8,7 +8,7 @@ ML_PRINCIPLES = ["helpfulness", "ethicality", "factuality", "toxicity", "sycopha
                  "context", "bias", "understandability", "detail", "conciseness"]
 ML_BANK = ML_PRINCIPLES + ["cai", "hhh"]  # + the single-PM RLAIF baseline and the single-principle baseline
 ML_SCALARIZER_ARMS = [a for a in ML["arms"] if a != "single_pm"]
-ML_FEEDBACK = as_json(ML["feedback"])
+ML_FEEDBACK = as_json({**ML["feedback"], "dtype": config["dtype"]} if ML["feedback"]["backend"] == "local" else ML["feedback"])
 ML_SHARDS = range(ML["shards"])
 ML_FEEDBACK_MODEL = ([f"results/models/{ML['feedback']['model']}/model.json"]
                      if ML["feedback"]["backend"] == "local" else [])
