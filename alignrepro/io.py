@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -85,3 +86,31 @@ def sha256_text(text: str) -> str:
 def stable_hash(obj: Any, length: int = 16) -> str:
     """Short hash of a JSON-able object, stable across runs and key order."""
     return sha256_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))[:length]
+
+
+# Keys whose values are times, speeds or host facts: they differ between two identical runs.
+VOLATILE_KEY = re.compile(
+    r"^(created_utc|timing|eps|torch_threads|cpu_flags|hostname)$|^seconds"
+    r"|(_seconds|_runtime|_per_second|_per_s|_s|seconds_per_step\w*|_utc)$"
+)
+
+
+def without_volatile(obj: Any) -> Any:
+    """A JSON value with every time/speed/host entry removed (see VOLATILE_KEY)."""
+    if isinstance(obj, dict):
+        return {k: without_volatile(v) for k, v in obj.items() if not VOLATILE_KEY.search(str(k))}
+    if isinstance(obj, list):
+        return [without_volatile(v) for v in obj]
+    return obj
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """sha256 of what a result file says, not of when it was made: JSON/JSONL without their volatile entries
+    (times, speeds), so two identical runs record the same hash of each other's outputs; other files byte for byte."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return sha256_text(json.dumps(without_volatile(read_json(path)), sort_keys=True, ensure_ascii=False))
+    if path.suffix == ".jsonl":
+        rows = [json.dumps(without_volatile(r), sort_keys=True, ensure_ascii=False) for r in read_jsonl(path)]
+        return sha256_text("\n".join(rows))
+    return sha256_file(path)

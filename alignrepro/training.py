@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 
 from alignrepro.errors import TrainingDiverged, UserError
 from alignrepro.integrity import canonicalize_adapter_config, file_manifest, manifest_hash
-from alignrepro.io import atomic_write_json, read_json, sha256_file, stable_hash
+from alignrepro.io import atomic_write_json, content_sha256, read_json, stable_hash
 from alignrepro.models import model_identity
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def input_identity(path: str | Path | None) -> Any:
     path = Path(path)
     if (path / "model.json").is_file():
         return model_identity(path)
-    return sha256_file(path) if path.is_file() else str(path)
+    return content_sha256(path) if path.is_file() else str(path)
 
 
 def resume_checkpoint(out_dir: Path, identity: dict[str, Any], required: tuple[str, ...] = ()) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.evals.verifiable.accuracy import wilson
-from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from alignrepro.io import atomic_write_json, atomic_write_text, content_sha256, read_json
 from alignrepro.provenance import provenance
 from alignrepro.reporting import md_table, to_csv
 
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     atomic_write_text(out / "leaderboard.md", render(rows, spec, cards))
     atomic_write_text(out / "leaderboard.csv", to_csv(rows))
     plot(rows, out / "leaderboard.png", f"Shared benchmarks, tier {spec['tier']} (95% CIs)")
-    inputs = {f"{k}/{b}": sha256_file(root / "scores" / k / f"{b}.json") for k in keys for b in spec["benches"]}
+    inputs = {f"{k}/{b}": content_sha256(root / "scores" / k / f"{b}.json") for k in keys for b in spec["benches"]}
     atomic_write_json(out / "provenance.json", provenance(tier=spec["tier"], config=spec, seed=spec.get("seed"),
                                                          inputs_sha256=inputs))  # fmt: skip
     best = max((r for r in rows if r["alpacaeval_win_rate"] is not None), key=lambda r: r["alpacaeval_win_rate"],

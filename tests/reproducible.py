@@ -1,67 +1,53 @@
-"""Compare two runs' results byte for byte, except what legitimately differs between runs (times, paths, ids of
-W&B runs). Used by the pipeline test (two ci runs) and by tests/fault_harness.py (a killed-and-resumed run
-against an uninterrupted one)."""
+"""Compare two runs' results byte for byte, except what legitimately differs between runs: times and speeds
+(alignrepro.io.VOLATILE_KEY, in JSON, JSONL and CSV columns), the run folder's own path, logs, timings and W&B's
+files. Used by the pipeline test (two ci runs) and by tests/fault_harness.py (a killed-and-resumed run against an
+uninterrupted one)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from pathlib import Path
 
-# Folders that hold logs, timings and W&B's own files: different on every run by nature.
+from alignrepro.io import VOLATILE_KEY, without_volatile
+
+# Folders of logs, timings and W&B's own files, and binary/derived files: different on every run by nature.
 SKIP_PARTS = {"logs", "benchmarks", "wandb", ".snakemake", "checkpoints"}
-SKIP_SUFFIXES = {".log", ".tsv", ".sqlite", ".sqlite-wal", ".sqlite-shm", ".lock", ".png"}
-# JSON keys whose values are times, durations, speeds or host facts.
-VOLATILE_KEY = re.compile(
-    r"(^|_)(time|timestamp|date|created|started|finished|seconds|runtime|per_second|wall|elapsed|duration|host|"
-    r"hostname|pid|cpu_flags|cpu|torch_threads|per_step|step_times|seconds_per_step_median)($|_)|"
-    r"^(train_runtime|train_samples_per_second|train_steps_per_second|seconds_per_1000|s_per_1000)"
-)
-_NUMBER_SECONDS = re.compile(r"\b\d+(\.\d+)? ?(s|ms|seconds|CPU-s)\b")
-
-
-def _scrub(obj, root_a: str, root_b: str):
-    if isinstance(obj, dict):
-        return {k: ("<volatile>" if VOLATILE_KEY.search(k) else _scrub(v, root_a, root_b)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_scrub(v, root_a, root_b) for v in obj]
-    if isinstance(obj, str):
-        return obj.replace(root_a, "<root>").replace(root_b, "<root>")
-    return obj
+SKIP_SUFFIXES = {".log", ".tsv", ".sqlite", ".sqlite-wal", ".sqlite-shm", ".lock", ".png", ".html"}
+_TIMES = re.compile(r"\b\d+(\.\d+)? ?(s|ms|min|seconds|CPU-s)\b")
 
 
 def result_files(root: Path) -> list[str]:
-    base = root / "results"
     out = []
-    for p in sorted(base.rglob("*")):
+    for p in sorted((root / "results").rglob("*")):
         rel = p.relative_to(root)
         if p.is_file() and not (SKIP_PARTS & set(rel.parts)) and p.suffix not in SKIP_SUFFIXES:
             out.append(rel.as_posix())
     return out
 
 
+def _normal(rel: str, data: bytes, root: Path):
+    text = data.decode("utf-8", errors="replace").replace(str(root), "<root>")
+    if rel.endswith(".json"):
+        return without_volatile(json.loads(text))
+    if rel.endswith(".jsonl"):
+        return [without_volatile(json.loads(x)) for x in text.splitlines() if x.strip()]
+    if rel.endswith(".csv"):
+        return [{k: v for k, v in r.items() if not VOLATILE_KEY.search(k)} for r in csv.DictReader(io.StringIO(text))]
+    if rel.endswith(".md"):
+        return _TIMES.sub("<t>", text)
+    return text
+
+
 def differences(a: Path, b: Path, only: str = "") -> tuple[list[str], int]:
     """(files that differ or exist on one side only, number of files compared) under results/`only`."""
-    fa = [f for f in result_files(a) if f.startswith(f"results/{only}")]
-    fb = [f for f in result_files(b) if f.startswith(f"results/{only}")]
-    diffs = sorted(set(fa) ^ set(fb))
-    for rel in sorted(set(fa) & set(fb)):
-        ta, tb = (a / rel).read_bytes(), (b / rel).read_bytes()
-        if ta == tb:
-            continue
-        if rel.endswith(".json"):
-            ja, jb = json.loads(ta), json.loads(tb)
-            if _scrub(ja, str(a), str(b)) == _scrub(jb, str(a), str(b)):
-                continue
-        elif rel.endswith(".jsonl"):
-            la = [_scrub(json.loads(x), str(a), str(b)) for x in ta.decode().splitlines() if x.strip()]
-            lb = [_scrub(json.loads(x), str(a), str(b)) for x in tb.decode().splitlines() if x.strip()]
-            if la == lb:
-                continue
-        elif rel.endswith(".md"):
-            sa = _NUMBER_SECONDS.sub("<t>", ta.decode().replace(str(a), "<root>"))
-            sb = _NUMBER_SECONDS.sub("<t>", tb.decode().replace(str(b), "<root>"))
-            if sa == sb:
-                continue
-        diffs.append(rel)
-    return diffs, len(set(fa) & set(fb))
+    fa = {f for f in result_files(a) if f.startswith(f"results/{only}")}
+    fb = {f for f in result_files(b) if f.startswith(f"results/{only}")}
+    diffs = sorted(fa ^ fb)
+    for rel in sorted(fa & fb):
+        da, db = (a / rel).read_bytes(), (b / rel).read_bytes()
+        if da != db and _normal(rel, da, a) != _normal(rel, db, b):
+            diffs.append(rel)
+    return sorted(diffs), len(fa & fb)

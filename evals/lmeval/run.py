@@ -257,16 +257,21 @@ def evaluate(
         work = Path(work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         run, setup, samples = [], {}, {}
+
+        def shown(path: str) -> str:  # a file in this run's temp folder is named by its file name (same every run)
+            return f"<tmp>/{Path(path).name}" if work_dir is None and str(path).startswith(str(work)) else str(path)
+
         for task in tasks:
             files = data_splits(data_files.get(task))
             if task == "micro_mmlu" and files is None:
                 out["micro_mmlu_build"] = micro_mmlu.build(work / "micro_mmlu.jsonl")
+                out["micro_mmlu_build"]["path"] = shown(out["micro_mmlu_build"]["path"])
                 files = {"test": str(work / "micro_mmlu.jsonl")}
             if reason := missing_reason(task, files):
                 log.warning("%s: not available offline (%s)", task, reason)
                 out["tasks"][task] = {"status": "not available offline", "reason": reason}
                 continue
-            out["data"][task] = {s: {"path": p, "sha256": sha256_file(p)} for s, p in files.items()}
+            out["data"][task] = {s: {"path": shown(p), "sha256": sha256_file(p)} for s, p in files.items()}
             out["task_yaml_sha256"][task] = sha256_file(TASKS_DIR / f"{task}.yaml")
             shots = resolve_fewshot(task, num_fewshot)
             name, setup[task], picks = write_overlays(task, files, shots, work, sample, seed)

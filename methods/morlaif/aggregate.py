@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from alignrepro.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, sha256_file
+from alignrepro.io import atomic_write_json, atomic_write_text, content_sha256, read_json, read_jsonl, sha256_file
 from alignrepro.provenance import provenance
 from alignrepro.reporting import log_to_wandb, md_table, to_csv
 
@@ -327,11 +327,11 @@ def figures(args: argparse.Namespace) -> None:
         config=spec,
         seed=spec["seed"],
         data_sha256=sha256_file(root / "data" / "pairs.jsonl"),
-        manifest_sha256=sha256_file(data_manifest),
+        manifest_sha256=content_sha256(data_manifest),
         feedback_model=read_json(feedback_dir / f"{bank[0]}.json")["feedback_model"],
         judge=(bases[0].c or {}).get("judge_id"),
         judge_prompt_hash=(bases[0].c or {}).get("judge_prompt_hash"),
-        analysis_sha256={b.name: sha256_file(b.dir / "analysis" / "weights.json") for b in bases},
+        analysis_sha256={b.name: content_sha256(b.dir / "analysis" / "weights.json") for b in bases},
     )
     a_md, a_rows = figure_a_md(bases, rep)
     b_md, b_rows = figure_b_md(bases, rep)

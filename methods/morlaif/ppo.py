@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from alignrepro.io import read_json, read_jsonl, sha256_file, stable_hash
+from alignrepro.io import content_sha256, read_json, read_jsonl, stable_hash
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
 
 log = logging.getLogger("morlaif.ppo")
@@ -630,7 +630,7 @@ def run_ppo(
                 config=cfg,
                 seed=seed,
                 policy=model_identity(policy_dir),
-                weights_sha256=None if weights_path is None else sha256_file(weights_path),
+                weights_sha256=None if weights_path is None else content_sha256(weights_path),
                 prompts_sha256=stable_hash(prompt_rows, 64),
                 **(provenance_extra or {}),
             ),

@@ -372,6 +372,7 @@ def save_trained(model, tok, settings: dict[str, Any], out: Path) -> str:
     else:
         model.save_pretrained(str(adapter), save_embedding_layers=False)  # our rows go to step_tokens.safetensors
         save_file(step_token_state(model), str(adapter / "step_tokens.safetensors"), metadata={"format": "pt"})
+    shutil.rmtree(out / "tokenizer", ignore_errors=True)  # no stale file of an earlier save joins the manifest
     tok.save_pretrained(str(out / "tokenizer"))
     return settings["format"]
 

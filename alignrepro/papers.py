@@ -1,0 +1,125 @@
+"""Papers are discovered from their folders, the lm-evaluation-harness way: `methods/<paper>/paper.yaml` declares
+everything the engine needs from a paper, so adding a paper edits nothing outside its folder.
+
+A manifest (methods/<paper>/paper.yaml):
+
+    name: cut                              # = the folder name = the paper's config key
+    title: "Reasons to Reject? …"
+    arxiv: "2312.14591"
+    rules: rules.smk                       # its Snakemake rules (included by the Snakefile)
+    config: config.yaml                    # {defaults: {...}, tiers: {ci: {...}, tiny: {...}, full: {...}}}
+    schema: schema.yaml                    # JSON schema of config[<paper>] ($defs of config/schema.yaml usable)
+    steps:                                 # `alignrepro <step>` commands
+      cut-train: {module: alignrepro.methods.cut.train, help: "train CUT or a baseline with LoRA"}
+    model_kinds:                           # model.json kinds this paper writes, for the shared layer
+      mote: {backend: "alignrepro.methods.mote.backend:MoteBackend", scoring: "…:scoring_model"}
+
+Nothing here imports a paper: entries are "module:object" strings, imported on first use (`load_object`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignrepro.errors import UserError
+
+METHODS_DIR = Path(__file__).resolve().parents[1] / "methods"
+MANIFEST = "paper.yaml"
+_KEYS = {"name", "title", "arxiv", "rules", "config", "schema", "steps", "model_kinds"}
+
+
+@dataclass(frozen=True)
+class Paper:
+    name: str
+    title: str
+    arxiv: str
+    folder: Path
+    rules: Path
+    config: Path
+    schema: Path
+    steps: dict[str, dict[str, str]] = field(default_factory=dict)
+    model_kinds: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def config_tree(self) -> dict[str, Any]:
+        return _yaml(self.config)
+
+    def defaults(self) -> dict[str, Any]:
+        return self.config_tree().get("defaults") or {}
+
+    def tier(self, tier: str) -> dict[str, Any]:
+        return (self.config_tree().get("tiers") or {}).get(tier) or {}
+
+    def schema_fragment(self) -> dict[str, Any]:
+        return _yaml(self.schema)
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    from alignrepro.config import load_yaml  # strict loader: duplicate keys are errors, naming the file
+
+    return load_yaml(path)
+
+
+def _read(folder: Path) -> Paper:
+    path = folder / MANIFEST
+    data = _yaml(path)
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise UserError(f"{path}: unknown keys {sorted(unknown)} (a manifest has {sorted(_KEYS)})")
+    for key in ("name", "title", "arxiv", "rules", "config", "schema"):
+        if key not in data:
+            raise UserError(f"{path}: missing {key!r}")
+    if data["name"] != folder.name:
+        raise UserError(f"{path}: name {data['name']!r} must be the folder's name {folder.name!r}")
+    files = {k: folder / data[k] for k in ("rules", "config", "schema")}
+    for key, file in files.items():
+        if not file.is_file():
+            raise UserError(f"{path}: {key} file {file} does not exist")
+    return Paper(
+        name=data["name"],
+        title=data["title"],
+        arxiv=str(data["arxiv"]),
+        folder=folder,
+        steps=data.get("steps") or {},
+        model_kinds=data.get("model_kinds") or {},
+        **files,
+    )
+
+
+@cache
+def discover(root: Path = METHODS_DIR) -> dict[str, Paper]:
+    """Every paper under methods/, by name (sorted): a folder with a paper.yaml."""
+    return {p.parent.name: _read(p.parent) for p in sorted(Path(root).glob(f"*/{MANIFEST}"))}
+
+
+def paper(name: str) -> Paper:
+    papers = discover()
+    if name not in papers:
+        raise UserError(f"unknown paper {name!r}. Available: {', '.join(papers)}")
+    return papers[name]
+
+
+def load_object(ref: str) -> Any:
+    """Import "package.module:object" (lazily: only the entry used is imported)."""
+    module, _, obj = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), obj) if obj else importlib.import_module(module)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"cannot load {ref!r} ({e})") from e
+
+
+def model_kind_entry(kind: str, role: str) -> Any | None:
+    """The object a paper registered for model.json kind `kind` and `role` ("backend", "scoring"), or None when no
+    paper registers that kind (a plain base or LoRA model)."""
+    for p in discover().values():
+        entry = p.model_kinds.get(kind)
+        if entry is not None:
+            if role not in entry:
+                return None
+            return load_object(entry[role])
+    return None
