@@ -25,8 +25,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from alignrepro.errors import UserError
 
 METHODS_DIR = Path(__file__).resolve().parents[1] / "methods"
