@@ -1,16 +1,9 @@
 # alignrepro main workflow: `snakemake --cores N` regenerates every paper's tables at the configured tier.
 # Data flows data → train → generate → judge → aggregate; each step is a rule with declared inputs and outputs.
-import glob
-import json
+# Papers are found from their folders (methods/<paper>/paper.yaml): adding one edits nothing here.
 import os
-import sys
 
-from snakemake.exceptions import WorkflowError
-
-from alignrepro.config import check_config_files, resolve_config
-from alignrepro.integrity import startup_check
-from alignrepro.run_lock import claim as claim_run_lock
-from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
+from alignrepro.config import check_config_files
 
 # Snakemake's own YAML loader names no file in its errors and lets a duplicate key win silently: read the user's
 # config files strictly first (a --configfile that is not YAML at all already failed in Snakemake's CLI).
@@ -20,63 +13,15 @@ check_config_files([os.path.join(workflow.basedir, "config/config.yaml"), *workf
 configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
-# Tier preset under the user's values, validated against config/schema.yaml before any job starts.
-_resolved = resolve_config(dict(config))
-config.clear()
-config.update(_resolved)
-
-TIER = config["tier"]
-PY = sys.executable  # jobs run with the interpreter that runs Snakemake (the project's venv)
-if TIER != "full":
-    # ci/tiny never touch a hub; full-tier jobs on a cluster may.
-    for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(_var, "1")
-os.environ.setdefault("WANDB_MODE", config["wandb"]["mode"] if config["wandb"]["mode"] != "disabled" else "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-if workflow.is_main_process:
-    # A killed run leaves Snakemake's lock behind: remove it when no live run of this workflow holds it.
-    for _lock in claim_run_lock():
-        print(f"alignrepro: removed a stale Snakemake lock left by a killed run: {_lock}", file=sys.stderr)
-    # Snakemake checks that outputs exist and their times, not their contents: check each model folder against
-    # the manifest its model.json records, so a truncated or deleted weight file never passes silently.
-    _error, _warning = startup_check(["results/models", *glob.glob(f"results/*/{TIER}")], sys.argv)
-    if _warning:
-        print(f"alignrepro: warning: {_warning}", file=sys.stderr)
-    if _error:
-        raise WorkflowError(f"alignrepro: {_error}")
-
-# Filled by each paper's rules: what the default target builds, and how the shared evals find references/judges.
-PAPER_TARGETS = {}
-EVAL_REFERENCE = {}
-EVAL_JUDGE = {}
-# Every model the workflow trains, for the shared benchmarks (evals/shared.smk): key "<group>/<name>" ->
-# {"dir": model folder, "base": registry base model, "paper": ..., "method": ...}. Base models are added below.
-# A model that decodes differently (MoTE's step chains) adds its own generation keys and a note the leaderboard prints.
-SHARED_MODELS = {}
-
-
-def register_shared_model(key, model_dir, base, paper, method, generation=None, note=None):
-    if paper not in config["papers"]:  # a paper left out of `papers` adds nothing to the leaderboard either
-        return
-    SHARED_MODELS[key] = {"dir": model_dir, "base": base, "paper": paper, "method": method}
-    if generation:
-        SHARED_MODELS[key]["generation"] = generation
-    if note:
-        SHARED_MODELS[key]["note"] = note
-    base_key = f"base/{base}"
-    if base_key not in SHARED_MODELS:  # every trained model's base is on the board too (and is its reference)
-        SHARED_MODELS[base_key] = {"dir": f"results/models/{base}", "base": base, "paper": "-", "method": "base"}
-
-
-def as_json(obj):
-    return json.dumps(obj, sort_keys=True)
-
-
+include: "rules/common.smk"  # first: the validated config, the paper registry, helpers (includes stay one-way)
 include: "rules/models.smk"
-include: "methods/cut/rules.smk"
-include: "methods/morlaif/rules.smk"
-include: "methods/mote/rules.smk"
+
+
+for _paper in PAPERS.values():  # every paper under methods/, in name order; `papers:` picks the default target
+
+    include: str(_paper.rules)
+
+
 include: "evals/verifiable/rules.smk"
 include: "evals/alpacaeval/rules.smk"
 include: "evals/shared.smk"  # after the papers: it reads SHARED_MODELS

@@ -1,5 +1,7 @@
 """`alignrepro <step> [args]`: every workflow step as a command, usable outside Snakemake (e.g. to evaluate any
-local model folder or endpoint). `alignrepro --help` lists the steps; `alignrepro <step> --help` their options."""
+local model folder or endpoint). `alignrepro --help` lists the steps; `alignrepro <step> --help` their options.
+The engine's and shared benchmarks' steps are listed here; each paper's come from its manifest (`steps:` in
+methods/<paper>/paper.yaml)."""
 
 from __future__ import annotations
 
@@ -22,21 +24,20 @@ STEPS = {
     "safety-score": ("alignrepro.evals.safety.score", "safety: refusal / harmless / Harm-Help / over-refusal"),
     "judge-card": ("alignrepro.evals.judges.card", "measure a judge on the labelled set (its card)"),
     "leaderboard": ("alignrepro.evals.leaderboard", "the cross-paper leaderboard from score files"),
-    "cut-data": ("alignrepro.methods.cut.data_steps", "CUT: pools, judging, ILF refinement prompts"),
-    "cut-train": ("alignrepro.methods.cut.train", "CUT: train CUT or a baseline with LoRA"),
-    "cut-tables": ("alignrepro.methods.cut.aggregate", "CUT: reported + reproduced tables, plot"),
-    "morlaif-data": ("alignrepro.methods.morlaif.data", "MORLAIF: prompts and response pairs (HH or offline pool)"),
-    "morlaif-feedback": ("alignrepro.methods.morlaif.feedback", "MORLAIF: per-principle AI feedback, both orders"),
-    "morlaif-pm": ("alignrepro.methods.morlaif.pm", "MORLAIF: train / score one LoRA preference model per principle"),
-    "morlaif-analysis": ("alignrepro.methods.morlaif.analysis", "MORLAIF: weights, ceiling, figures A B F G"),
-    "morlaif-ppo": ("alignrepro.methods.morlaif.ppo", "MORLAIF: PPO with a scalarized multi-PM reward"),
-    "morlaif-compare": ("alignrepro.methods.morlaif.compare", "MORLAIF: answers + pairwise win rates (C, E)"),
-    "morlaif-tables": ("alignrepro.methods.morlaif.aggregate", "MORLAIF: figures beside reported, summary"),
 }
 
 
+def all_steps() -> dict[str, tuple[str, str]]:
+    from alignrepro.papers import discover
+
+    steps = dict(STEPS)
+    for paper in discover().values():
+        steps |= {name: (entry["module"], entry["help"]) for name, entry in paper.steps.items()}
+    return steps
+
+
 def usage() -> str:
-    rows = "\n".join(f"  {name:<19} {help_}" for name, (_, help_) in STEPS.items())
+    rows = "\n".join(f"  {name:<19} {help_}" for name, (_, help_) in all_steps().items())
     return f"usage: alignrepro <step> [args]   (alignrepro <step> --help for its options)\n\nsteps:\n{rows}\n"
 
 
@@ -45,9 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), end="")
         return
-    if argv[0] not in STEPS:
+    steps = all_steps()
+    if argv[0] not in steps:
         sys.exit(f"alignrepro: unknown step {argv[0]!r}\n\n{usage()}")
-    module = importlib.import_module(STEPS[argv[0]][0])
+    module = importlib.import_module(steps[argv[0]][0])
     sys.argv = [f"alignrepro {argv[0]}", *argv[1:]]
     module.main(argv[1:])
 

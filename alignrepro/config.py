@@ -1,4 +1,8 @@
-"""One config tree: defaults.yaml < tiers/<tier>.yaml < the user's config (config.yaml, --config), validated.
+"""One config tree: defaults < tier < the user's config (config.yaml, --config), validated.
+
+The shared settings live in config/defaults.yaml and config/tiers/<tier>.yaml; each paper's live in its own folder
+(methods/<paper>/config.yaml: `defaults` and `tiers.<tier>`, schema in methods/<paper>/schema.yaml), found through
+the paper manifests (alignrepro.papers), and are merged at the paper's key.
 
 Validation happens at workflow start, so a typo fails in a second with the key's path, not an hour later:
 every YAML file is read strictly (a duplicate key is an error, not a silent override), every number must be finite,
@@ -124,29 +128,57 @@ def coerce_scalars(value: Any) -> Any:
     return value
 
 
-# Training sections whose optional `seed` defaults to the top-level one (`--config seed=7` changes every draw).
-TRAINING_SEEDS = (("cut", "train"), ("morlaif", "pm", "train"), ("mote", "train", "train"))
+def defaults_for_tier(tier: str, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
+    """The shared defaults and tier preset with every paper's own merged in at its key (before the user's values)."""
+    from alignrepro.papers import discover
+
+    merged = deep_merge(load_yaml(config_dir / "defaults.yaml"), load_yaml(config_dir / "tiers" / f"{tier}.yaml"))
+    for name, paper in discover().items():
+        if name in merged:
+            raise ConfigError(f"config key {name!r} is both a shared setting and paper {paper.folder}")
+        merged[name] = deep_merge(paper.defaults(), paper.tier(tier))
+    return merged
+
+
+def schema(config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
+    """config/schema.yaml with each paper's fragment at its key (its $defs joined to the shared ones)."""
+    from alignrepro.papers import discover
+
+    out = load_yaml(config_dir / "schema.yaml")
+    names = list(discover())
+    for name, paper in discover().items():
+        frag = dict(paper.schema_fragment())
+        for key, value in (frag.pop("$defs", None) or {}).items():
+            if key in out["$defs"]:
+                raise ConfigError(f"{paper.schema}: $defs {key!r} is already defined in config/schema.yaml")
+            out["$defs"][key] = value
+        out["properties"][name] = frag
+        out["required"].append(name)
+    out["properties"]["papers"]["items"] = {"enum": names}
+    return out
 
 
 def resolve_config(user: dict[str, Any], config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
-    """Merge the tier preset under the user's values and validate the result against config/schema.yaml."""
+    """Merge the tier preset under the user's values and validate the result against the assembled schema."""
+    from alignrepro.papers import discover
+
     user = coerce_scalars(user)
     tier = user.get("tier", "tiny")
     if tier not in TIERS:
         raise ConfigError(
             f"config key 'tier': {tier!r} is not one of {list(TIERS)} (set in config/config.yaml or --config tier=...)"
         )
-    merged = deep_merge(load_yaml(config_dir / "defaults.yaml"), load_yaml(config_dir / "tiers" / f"{tier}.yaml"))
-    merged = deep_merge(merged, user)
-    source = f"config/tiers/{tier}.yaml + config/config.yaml/--config"
+    merged = deep_merge(defaults_for_tier(tier, config_dir), user)
+    source = f"tier {tier} (config/ + methods/*/config.yaml) + config/config.yaml/--config"
     check_finite(merged, source)
-    validate(merged, config_dir / "schema.yaml", source=source)
+    validate(merged, schema(config_dir), source=source)
     check_references(merged, source)
-    for path in TRAINING_SEEDS:  # a run's `seed` reseeds its training too, unless a paper pins its own
-        node = merged
-        for key in path:
-            node = node[key]
-        node.setdefault("seed", merged["seed"])
+    for name, paper in discover().items():  # a run's `seed` reseeds its training too, unless a paper pins its own
+        for path in paper.training_seeds:
+            node = merged[name]
+            for key in path.split("."):
+                node = node[key]
+            node.setdefault("seed", merged["seed"])
     return merged
 
 
@@ -247,9 +279,8 @@ def _key_name_message(
     return [f"config key '{where}': key {name!r} is not used with {kind} (its keys: {', '.join(allowed)})"]
 
 
-def validate(config: dict, schema_path: Path, source: str) -> None:
-    schema = load_yaml(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
+def validate(config: dict, schema_tree: dict[str, Any], source: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema_tree)
     # additionalProperties first, so that a propertyNames error on the same unknown key is not reported twice
     errors = sorted(
         validator.iter_errors(config),
@@ -258,7 +289,7 @@ def validate(config: dict, schema_path: Path, source: str) -> None:
     if errors:
         unknown: set[tuple[str, str]] = set()
         lines = [m for err in errors for m in _messages(err, config, unknown)]
-        _raise(lines, f"{source}, checked against {schema_path.name}", "invalid configuration")
+        _raise(lines, f"{source}, checked against the schema", "invalid configuration")
 
 
 # ---------------------------------------------------------------------------------------------------- references
@@ -268,32 +299,46 @@ def _judge_names(config: dict) -> set[str]:
     return set(BUILTIN_JUDGES) | set(config["evals"]["judges"])
 
 
+def _at(node: Any, path: str, prefix: str) -> list[tuple[str, Any]]:
+    """(key path, value) pairs a reference path names: "bases[]" = every item, "critic.*" = every value."""
+    found = [(prefix, node)]
+    for part in path.split("."):
+        nxt = []
+        for where, value in found:
+            if part == "*" and isinstance(value, dict):
+                nxt += [(f"{where}.{k}", v) for k, v in value.items()]
+            elif part.endswith("[]") and isinstance(value, dict) and isinstance(value.get(part[:-2]), list):
+                nxt += [(f"{where}.{part[:-2]}[{i}]", v) for i, v in enumerate(value[part[:-2]])]
+            elif isinstance(value, dict) and part in value:
+                nxt.append((f"{where}.{part}", value[part]))
+        found = nxt
+    return found
+
+
 def check_references(config: dict, source: str = "config") -> None:
     """Names that point elsewhere in the config must exist there: a base or a local judge/critic/feedback model
-    in `models`, a judge name in `evals.judges` (or a built-in judge). Otherwise a KeyError at job time."""
+    in `models`, a judge name in `evals.judges` (or a built-in judge). Otherwise a KeyError at job time. Each paper
+    declares its own references in its manifest (`references`)."""
+    from alignrepro.papers import discover
+
     models, judges = set(config["models"]), _judge_names(config)
     refs: list[tuple[str, str, str]] = []  # (key path, name, "model" | "judge")
-
-    def model(path: str, name: Any) -> None:
-        refs.append((path, name, "model"))
-
-    cut, ml, mt, ev = config["cut"], config["morlaif"], config["mote"], config["evals"]
-    model("cut.online_base", cut["online_base"])
-    for section, bases in (("cut", cut["bases"]), ("morlaif", ml["bases"]), ("mote", mt["bases"])):
-        for i, name in enumerate(bases):
-            model(f"{section}.bases[{i}]", name)
-    model("morlaif.matrix_base", ml["matrix_base"])
+    ev = config["evals"]
     # `model` is a registry name only for in-process backends; for openai it is the API's model name
-    local_specs = [(f"cut.critic.{g}", s, "hf") for g, s in cut["critic"].items()]
-    local_specs += [(f"cut.eval.judge.{g}", s, "local") for g, s in cut["eval"]["judge"].items()]
-    local_specs += [(f"evals.judges.{n}", s, "local") for n, s in ev["judges"].items()]
-    local_specs += [("morlaif.feedback", ml["feedback"], "local")]
-    for path, spec, local in local_specs:
-        if spec.get("backend") == local and "model" in spec:
-            model(f"{path}.model", spec["model"])
-    refs += [("evals.judge", ev["judge"], "judge"), ("morlaif.judge", ml["judge"], "judge")]
-    refs += [("mote.judge", mt["judge"], "judge")]
+    specs = [(f"evals.judges.{n}", s, "local") for n, s in ev["judges"].items()]
+    refs += [("evals.judge", ev["judge"], "judge")]
     refs += [(f"evals.cards[{i}]", name, "judge") for i, name in enumerate(ev["cards"])]
+    for name, paper in discover().items():
+        declared = paper.references
+        for path in declared.get("models", []):
+            refs += [(where, value, "model") for where, value in _at(config[name], path, name)]
+        for path in declared.get("judges", []):
+            refs += [(where, value, "judge") for where, value in _at(config[name], path, name)]
+        for path, local in declared.get("model_specs", {}).items():
+            specs += [(where, spec, local) for where, spec in _at(config[name], path, name)]
+    for path, spec, local in specs:
+        if isinstance(spec, dict) and spec.get("backend") == local and "model" in spec:
+            refs.append((f"{path}.model", spec["model"], "model"))
 
     problems = []
     for path, name, kind in refs:

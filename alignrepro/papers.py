@@ -7,6 +7,11 @@ A manifest (methods/<paper>/paper.yaml):
     title: "Reasons to Reject? …"
     arxiv: "2312.14591"
     rules: rules.smk                       # its Snakemake rules (included by the Snakefile)
+    references:                            # config paths that name models / judges, checked at start
+      models: [online_base, "bases[]"]
+      model_specs: {"critic.*": hf}        # specs whose `model` is a registry model for that backend
+    training_seeds: [train]                # config paths whose `seed` defaults to the run's top-level seed
+    shell_globals: [CUT_R, CUT_WANDB]      # globals its shell commands may name (paths; config goes via params:)
     config: config.yaml                    # {defaults: {...}, tiers: {ci: {...}, tiny: {...}, full: {...}}}
     schema: schema.yaml                    # JSON schema of config[<paper>] ($defs of config/schema.yaml usable)
     steps:                                 # `alignrepro <step>` commands
@@ -29,7 +34,19 @@ from alignrepro.errors import UserError
 
 METHODS_DIR = Path(__file__).resolve().parents[1] / "methods"
 MANIFEST = "paper.yaml"
-_KEYS = {"name", "title", "arxiv", "rules", "config", "schema", "steps", "model_kinds"}
+_KEYS = {
+    "name",
+    "title",
+    "arxiv",
+    "rules",
+    "config",
+    "schema",
+    "steps",
+    "model_kinds",
+    "references",
+    "training_seeds",
+    "shell_globals",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,9 @@ class Paper:
     schema: Path
     steps: dict[str, dict[str, str]] = field(default_factory=dict)
     model_kinds: dict[str, dict[str, str]] = field(default_factory=dict)
+    references: dict[str, Any] = field(default_factory=dict)  # config paths naming models/judges (checked at start)
+    training_seeds: tuple[str, ...] = ()  # config paths whose `seed` defaults to the run's
+    shell_globals: tuple[str, ...] = ()  # rules.smk globals its shell commands may name (paths, never config)
 
     def config_tree(self) -> dict[str, Any]:
         return _yaml(self.config)
@@ -85,6 +105,9 @@ def _read(folder: Path) -> Paper:
         folder=folder,
         steps=data.get("steps") or {},
         model_kinds=data.get("model_kinds") or {},
+        references=data.get("references") or {},
+        training_seeds=tuple(data.get("training_seeds") or ()),
+        shell_globals=tuple(data.get("shell_globals") or ()),
         **files,
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from alignrepro.config import CONFIG_DIR, ConfigError, load_yaml, resolve_config
+from alignrepro.config import schema as assembled_schema
 from alignrepro.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def test_rates_and_sizes_have_bounds(tier, user, key):
 def test_judge_backends_are_those_each_place_accepts():
     from alignrepro.judges import BACKENDS
 
-    schema = load_yaml(CONFIG_DIR / "schema.yaml")["$defs"]
+    schema = assembled_schema()["$defs"]
     assert set(schema["judge"]["properties"]["backend"]["enum"]) == set(BACKENDS)  # make_judge's backends
     assert set(schema["critic"]["properties"]["backend"]["enum"]) == {"oracle", "hf", "openai"}  # data_steps.critic_for
     with pytest.raises(ConfigError, match=r"evals.judges.heuristic.backend': 'hf' is not one of"):
@@ -195,7 +196,7 @@ def _schema_nodes(node, path=()):
 
 
 def test_every_schema_object_is_closed_and_every_property_described():
-    nodes = list(_schema_nodes(load_yaml(CONFIG_DIR / "schema.yaml")))
+    nodes = list(_schema_nodes(assembled_schema()))  # shared + every paper's fragment
     objects = [(p, n) for p, n in nodes if "properties" in n or n.get("type") == "object"]
     assert len(objects) >= 50  # the walk sees the schema's objects
     open_ = [".".join(map(str, p)) for p, n in objects if n.get("additionalProperties", True) is True]

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from alignrepro.papers import discover
+
 REPO = Path(__file__).resolve().parents[1]
 RUFF = Path(sys.executable).parent / "ruff"
 
@@ -19,7 +21,8 @@ def test_ruff_check_and_format_are_clean():
 # Snakemake records a shell rule's *unformatted* command for its rerun trigger, so a config value reaching the
 # command through a global (`{MT_TRAIN:q}`) is invisible to it: changing it would not rerun the job. Config goes
 # through `params:`; the shell may name only these globals (interpreter, tier, path roots, W&B mode, code lists).
-SHELL_GLOBALS = {"PY", "TIER", "CUT_R", "ML_R", "MT_R", "EV_R", "MT_TV", "ML_BANK", "CUT_WANDB", "ML_WANDB", "MT_WANDB"}
+# Each paper names its own in its manifest (`shell_globals`).
+SHELL_GLOBALS = {"PY", "TIER", "EV_R"} | {g for p in discover().values() for g in p.shell_globals}
 RULE_NAMESPACES = {"input", "output", "params", "log", "wildcards", "threads", "resources"}
 
 
