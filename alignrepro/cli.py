@@ -14,6 +14,7 @@ STEPS = {
     "winrate": ("alignrepro.evals.alpacaeval.winrate", "AlpacaEval-style win rate with a pluggable judge"),
     "accuracy": ("alignrepro.evals.verifiable.accuracy", "oracle accuracy on verifiable tasks"),
     "evaluate": ("alignrepro.evals.evaluate", "evaluate a model folder or endpoint on the shared benchmarks"),
+    "import-model": ("alignrepro.external", "reference an external HF or PEFT folder as a model (no copy)"),
     "respond": ("alignrepro.evals.respond", "answer every shared benchmark's prompts with one model"),
     "alpacaeval-prompts": ("alignrepro.evals.alpacaeval.prompts", "build the AlpacaEval instruction set"),
     "mtbench-answer": ("alignrepro.evals.mtbench.answer", "MT-Bench: answer both turns"),

@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 from alignrepro.data.records import Record, save_records
 from alignrepro.errors import UserError
 from alignrepro.io import atomic_write_json, read_jsonl, stable_hash
+from alignrepro.model_kinds import kind_object
 from alignrepro.provenance import provenance
+from alignrepro.templates import alpaca_prompt, alpaca_turn
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,7 @@ def load_prompts(path: str | Path) -> list[Record]:
 def format_prompt(template: str, record: Record, tokenizer: Any = None) -> str:
     """Prompt formats shared by all models of a paper (one template per table, never one per model)."""
     if template == "alpaca":
-        from alignrepro.methods.cut.templates import plain_prompt
-
-        return plain_prompt(record.prompt_text)
+        return alpaca_prompt(record.prompt_text)
     if template == "raw":  # the record's instruction is already the full prompt (e.g. ILF refinement prompts)
         return record.instruction
     if template == "chat":
@@ -81,14 +81,10 @@ def format_conversation(template: str, messages: list[dict[str, str]], tokenizer
         names = {"user": "Human", "assistant": "Assistant"}
         return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages) + "\n\nAssistant:"
     if template == "alpaca":
-        from alignrepro.methods.cut.templates import plain_prompt
-
         text = ""
         for m in messages:
             if m["role"] == "user":
-                text += (
-                    plain_prompt(m["content"]) if not text else f"### Instruction:\n{m['content']}\n\n### Response:\n"
-                )
+                text += alpaca_prompt(m["content"]) if not text else alpaca_turn(m["content"])
             elif m["role"] == "assistant":
                 text += " " + m["content"].strip() + "\n\n"
         return text
@@ -270,7 +266,7 @@ class OpenAIBackend:
 
 
 def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> GenerationBackend:
-    from alignrepro.models import choose_dtype, model_kind
+    from alignrepro.models import choose_dtype
 
     if spec.get("backend", "hf") == "hf":
         common = {
@@ -280,11 +276,11 @@ def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> Generati
             "seed": spec.get("seed", 0),
             "max_batch_tokens": spec.get("max_batch_tokens"),
         }
-        if model_kind(model_ref) == "mote":
-            # Step-routed experts that write their own chain: MoTE's decoder (methods/mote/backend.py).
-            from alignrepro.methods.mote.backend import MoteBackend
-
-            return MoteBackend(model_ref, step_max_tokens=spec.get("step_max_tokens"), **common)
+        # A kind a paper registers (MoTE's step-routed experts write their own chain) brings its own backend; it
+        # gets the shared settings and the whole spec (for settings of its own, e.g. MoTE's step_max_tokens).
+        paper_backend = kind_object(model_ref, "backend")
+        if paper_backend is not None:
+            return paper_backend(model_ref, spec=spec, **common)
         return HFBackend(
             model_ref,
             min_new_tokens=spec.get("min_new_tokens", 0),

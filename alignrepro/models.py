@@ -24,7 +24,7 @@ import torch
 from alignrepro.data.packages import download_wheel
 from alignrepro.errors import UserError
 from alignrepro.integrity import file_manifest, manifest_hash, verify_model_dir
-from alignrepro.io import atomic_write_json, read_json, sha256_file
+from alignrepro.io import atomic_write_json, read_json, sha256_dir, sha256_file
 from alignrepro.provenance import all_cpu_flags
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,9 @@ def prepare_random(spec: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def _ci_corpus() -> list[str]:
-    from alignrepro.methods.cut.templates import judge_prompt, plain_prompt
+    # Both Alpaca formats, so their headers are short token runs in the ci tokenizer (changing a line here changes
+    # the ci tokenizer, hence every ci-tier number).
+    from alignrepro.templates import alpaca_judged_prompt, alpaca_prompt
 
     words = [
         "the",
@@ -174,7 +176,7 @@ def _ci_corpus() -> list[str]:
         "final",
         "number",
     ]
-    lines = [plain_prompt("What is 12 plus 7?"), judge_prompt("Sort 3, 1, 2.", "The response is incorrect.")]
+    lines = [alpaca_prompt("What is 12 plus 7?"), alpaca_judged_prompt("Sort 3, 1, 2.", "The response is incorrect.")]
     lines += [" ".join(words[i:] + words[:i]) + f" {i} {i * 7} {i + 13}" for i in range(len(words))]
     return lines * 4
 
@@ -221,7 +223,14 @@ def read_model_meta(ref_dir: str | Path, verify: bool = True) -> dict[str, Any]:
     """model.json of a model folder, after checking the folder's files against it (alignrepro.integrity)."""
     path = Path(ref_dir) / "model.json"
     if not path.is_file():
-        raise UserError(f"{path}: missing: {ref_dir} is not a finished model folder (every model folder has one)")
+        # Never loaded as it is: a folder of a killed job looks the same. External checkpoints get a reference.
+        hint = ""
+        if (Path(ref_dir) / "config.json").is_file() or (Path(ref_dir) / "adapter_config.json").is_file():
+            hint = (
+                "; for a Hugging Face or PEFT adapter folder of your own use `alignrepro evaluate --model` or "
+                "config evals.external (both write a reference to it: python -m alignrepro.external)"
+            )
+        raise UserError(f"{path}: missing: {ref_dir} is not a finished model folder (every model folder has one){hint}")
     try:
         meta = read_json(path)
     except ValueError as e:
@@ -230,6 +239,16 @@ def read_model_meta(ref_dir: str | Path, verify: bool = True) -> dict[str, Any]:
         raise UserError(f"{path}: no 'kind' field (expected one of base, lora, pm_lora, mote)")
     if verify:
         verify_model_dir(ref_dir, meta)
+        if meta.get("external"):  # an imported checkpoint's own files (alignrepro.external), checked on each load
+            root = Path(meta["external"]["path"])
+            verify_model_dir(ref_dir, {"files": {str(root / r): f for r, f in meta["external"]["files"].items()}})
+    # A hand-written minimal model.json ({"kind": "base"} in an HF folder) names no weights, name or hash.
+    if meta["kind"] in ("base", "lora"):
+        meta.setdefault("name", Path(ref_dir).resolve().name)
+    if meta["kind"] == "base":
+        meta.setdefault("weights", ".")
+    if meta["kind"] == "lora" and "adapter_sha256" not in meta and "adapter" in meta:
+        meta["adapter_sha256"] = sha256_dir(Path(ref_dir) / meta["adapter"])
     return meta
 
 
@@ -244,7 +263,7 @@ def model_identity(ref_dir: str | Path) -> dict[str, Any]:
     meta = read_model_meta(ref_dir, verify=False)
     if meta["kind"] == "lora":
         return {"name": meta["name"], "adapter_sha256": meta["adapter_sha256"], "base": model_identity(meta["base"])}
-    if meta["kind"] in ("pm_lora", "mote"):  # a MORLAIF preference model / a MoTE model: adapters over a base
+    if "base" in meta:  # a paper's kind of adapters over a base (a MORLAIF preference model, a MoTE model, …)
         return {
             "name": meta.get("name", meta.get("principle", meta.get("arch"))),
             "kind": meta["kind"],

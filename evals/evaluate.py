@@ -1,8 +1,14 @@
-"""Evaluate one model outside the workflow: a local model folder (with model.json) or an OpenAI-compatible endpoint
-(e.g. a vLLM server), on the shared benchmarks with the settings of a tier, and print a summary.
+"""Evaluate one model outside the workflow: a local model folder (with model.json), a plain Hugging Face folder or
+a PEFT adapter folder (no model.json needed), or an OpenAI-compatible endpoint (e.g. a vLLM server), on the shared
+benchmarks with the settings of a tier, and print a summary.
 
     alignrepro evaluate --model results/models/smollm2-135m-instruct --tier tiny --out-dir /tmp/eval-smollm2
+    alignrepro evaluate --model ~/my-sft-model --tier tiny --out-dir /tmp/eval-mine        # config.json + weights
+    alignrepro evaluate --model ~/my-lora --base smollm2-135m-instruct --tier tiny --out-dir /tmp/eval-lora
     alignrepro evaluate --endpoint http://localhost:8000/v1 --endpoint-model my-model --tier full --out-dir ...
+
+A folder without model.json gets a reference written to <out-dir>/model/model.json (alignrepro.external: no
+weights copied, the checkpoint's files hashed); every step then loads it through that reference.
 
 The steps are the workflow's own (same modules, same files), run one after another in this process.
 """
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.config import resolve_config
+from alignrepro.errors import UserError
 from alignrepro.io import read_json
 
 log = logging.getLogger(__name__)
@@ -30,17 +37,54 @@ def judge_spec(cfg: dict[str, Any], name: str, models_dir: Path) -> dict[str, An
     return resolve_spec(judges[name], models_dir)
 
 
+def reference(model: Path, base: str | None, template: str | None, models_dir: Path, out: Path) -> Path:
+    """The model folder to evaluate: `model` itself when it has a model.json, else a reference written to it
+    (alignrepro.external) under the output folder."""
+    from alignrepro.external import import_model
+
+    if (model / "model.json").is_file():
+        if base is not None or template is not None:
+            raise UserError(f"{model}: has a model.json (it names its base and format): drop --base/--prompt-template")
+        return model
+    if base is not None and not Path(base).is_dir():
+        if not (models_dir / base / "model.json").is_file():
+            raise UserError(f"--base {base!r}: neither a folder nor a registry model under {models_dir} (prepare it)")
+        base = str(models_dir / base)
+    ref = out / "model"
+    import_model(model, ref, model.resolve().name, base, template or "chat")
+    log.info("%s has no model.json: evaluating it through the reference %s", model, ref / "model.json")
+    return ref
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="alignrepro evaluate", description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", type=Path, help="local model folder (with model.json)")
+    src.add_argument(
+        "--model", type=Path, help="local model folder: with model.json, a plain HF folder or a PEFT adapter folder"
+    )
     src.add_argument("--endpoint", help="base URL of an OpenAI-compatible endpoint (key from $OPENAI_API_KEY)")
     ap.add_argument("--endpoint-model", help="model name at the endpoint")
     ap.add_argument("--tier", default="tiny", choices=["ci", "tiny", "full"], help="whose evals settings to use")
     ap.add_argument("--judge", default=None, help="judge name from the tier's evals.judges (default: evals.judge)")
     ap.add_argument("--judge-config", default=None, help="or a make_judge spec as JSON / a JSON-YAML path")
-    ap.add_argument("--reference-outputs", default=None, help="AlpacaEval reference: answers JSONL (records)")
+    ap.add_argument(
+        "--reference-outputs",
+        default=None,
+        help="AlpacaEval reference: answers JSONL (records) or alpaca_eval's model_outputs.json",
+    )
     ap.add_argument("--models-dir", type=Path, default=Path("results/models"), help="where registry models live")
+    ap.add_argument(
+        "--base",
+        default=None,
+        help="PEFT adapter folder: its base, a registry model (under --models-dir) or a model folder "
+        "(default: the base recorded in adapter_config.json, when it is a local folder)",
+    )
+    ap.add_argument(
+        "--prompt-template",
+        default=None,
+        choices=["chat", "alpaca", "hh"],
+        help="folder without model.json: the format it answers in (default: chat, its tokenizer's chat template)",
+    )
     ap.add_argument("--benchmarks", default="alpacaeval,mtbench,lmeval,safety")
     ap.add_argument("--out-dir", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -54,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from alignrepro.evals.safety import score as sf_score
 
     cfg = resolve_config({"tier": args.tier})
+    if args.model is not None:
+        args.model = reference(args.model, args.base, args.prompt_template, args.models_dir, args.out_dir)
     ev, out, benches = cfg["evals"], args.out_dir, set(args.benchmarks.split(","))
     judge = args.judge_config or json.dumps(judge_spec(cfg, args.judge or ev["judge"], args.models_dir))
     gen = {**ev["generation"], "dtype": cfg["dtype"]}

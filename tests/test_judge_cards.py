@@ -125,3 +125,17 @@ def test_card_cli_writes_json_and_markdown(tmp_path):
     assert c["labelled_set"]["n"] == 10 and c["labelled_set"]["per_kind"] == 2
     assert json.loads(out_json.read_text())["provenance"]["labelled_set_sha256"] == sha256_file(labelled_set.SHIPPED)
     assert "HEURISTIC" in out_md.read_text() and "first 2 of each kind" in out_md.read_text()
+
+
+def test_card_line_heads_the_papers_tables():
+    """evals/judges/lines.card_line (shared by MORLAIF and MoTE), on a hand-written card."""
+    from alignrepro.evals.judges.lines import card_line
+
+    c = {"judge_id": "hf:abc", "name": "tiny-judge", "pairwise": {"agreement": 71.25, "ci95": [60.04, 80.5], "n": 80}}
+    assert card_line(c, "tiny") == ("judge `hf:abc` (card `tiny-judge`: pairwise agreement 71.2 % [60.0, 80.5], n=80)")
+    assert card_line({**c, "heuristic": True}, "tiny").endswith(
+        "n=80) — **a HEURISTIC judge (ci tier): its numbers mean nothing**"
+    )
+    assert card_line(None, "tiny") == "judge `tiny` (no judge card)"
+    no_ci = card_line({**c, "pairwise": {"agreement": 50.0, "ci95": None, "n": 0}}, "tiny")
+    assert "[nan, nan], n=0" in no_ci

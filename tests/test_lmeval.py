@@ -249,3 +249,15 @@ def test_cli_help():
         [sys.executable, "-m", "alignrepro.evals.lmeval.run", "--help"], capture_output=True, text=True
     )
     assert res.returncode == 0 and "--data-json" in res.stdout
+
+
+def test_build_lm_looks_model_kinds_up_and_rejects_unknown_ones(tmp_path):
+    """The scoring model of a paper's kind comes from its manifest (MoTE: tests/test_mote_backend.py); a kind no
+    paper registers fails before anything loads, naming the model.json."""
+    from alignrepro.errors import UserError
+    from alignrepro.io import atomic_write_json
+
+    atomic_write_json(tmp_path / "model.json", {"kind": "not_a_kind", "name": "x"})
+    want = r"model\.json: unknown model kind 'not_a_kind'\. Available: base, lora, .*mote"
+    with pytest.raises(UserError, match=want):
+        run.build_lm(tmp_path, "float32", batch_size=1)

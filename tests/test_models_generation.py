@@ -138,3 +138,85 @@ def test_outputs_are_cut_at_the_template_markers():
     assert cut_at_stop(text, TEMPLATE_STOPS["alpaca"]) == "The answer is 12."
     assert cut_at_stop("  no marker here ", TEMPLATE_STOPS["alpaca"]) == "no marker here"
     assert cut_at_stop("a ### Response: b", TEMPLATE_STOPS["alpaca"]) == "a"
+
+
+# ---------------------------------------------------------------------------------------------------- model kinds
+class ToyBackend:
+    """A paper's backend for the registry tests: records how the shared layer built it."""
+
+    def __init__(self, model_ref, spec, **common):
+        self.model_ref, self.spec, self.common = model_ref, spec, common
+
+
+def _model_folder(path: Path, meta: dict) -> Path:
+    from alignrepro.io import atomic_write_json
+
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path / "model.json", meta)
+    return path
+
+
+@pytest.fixture
+def toy_registry(monkeypatch):
+    """Papers as the registry sees them: MoTE's real manifest plus a toy paper registering kind "toy"."""
+    from types import SimpleNamespace
+
+    from alignrepro import papers
+
+    real = papers.discover()
+    toy = SimpleNamespace(name="toypaper", model_kinds={"toy": {"backend": "test_models_generation:ToyBackend"}})
+    monkeypatch.setattr(papers, "discover", lambda: {**real, "toypaper": toy})
+
+
+def test_a_registered_kind_gets_its_papers_backend_by_lookup(tmp_path, toy_registry):
+    from alignrepro.generation import make_backend
+
+    folder = _model_folder(tmp_path / "toy-model", {"kind": "toy", "name": "t"})
+    spec = {"backend": "hf", "batch_size": 3, "dtype": "float32", "its_own_setting": 7}
+    backend = make_backend(spec, folder)
+    assert type(backend).__name__ == "ToyBackend" and backend.model_ref == folder
+    assert backend.spec["its_own_setting"] == 7  # the paper reads its own settings from the spec
+    assert backend.common["batch_size"] == 3 and backend.common["dtype"] == torch.float32
+
+
+def test_an_unknown_kind_is_a_user_error_naming_the_file_and_the_kinds(tmp_path, toy_registry):
+    from alignrepro.errors import UserError
+    from alignrepro.generation import make_backend
+
+    folder = _model_folder(tmp_path / "odd-model", {"kind": "pm_lroa", "name": "odd"})
+    with pytest.raises(UserError) as err:
+        make_backend({"backend": "hf"}, folder)
+    msg = str(err.value)
+    assert str(folder / "model.json") in msg and "unknown model kind 'pm_lroa'" in msg
+    assert "Available: base, lora, " in msg and "mote (mote)" in msg and "toy (toypaper)" in msg
+
+
+def test_plain_kinds_and_folders_without_model_json_take_the_plain_path(ci_model, tmp_path):
+    from alignrepro.model_kinds import kind_object
+
+    assert kind_object(ci_model, "backend") is None  # kind "base"
+    assert kind_object(None, "backend") is None  # an endpoint
+    assert kind_object(tmp_path, "scoring") is None  # a plain HF folder: no model.json
+
+
+def test_mote_kind_is_found_through_its_manifest():
+    from alignrepro.papers import model_kind_entry
+
+    backend, scoring = model_kind_entry("mote", "backend"), model_kind_entry("mote", "scoring")
+    assert (backend.__module__, backend.__name__) == ("alignrepro.methods.mote.backend", "MoteBackend")
+    assert (scoring.__module__, scoring.__name__) == ("alignrepro.methods.mote.backend", "scoring_model")
+
+
+def test_identity_of_a_papers_adapter_kind_follows_its_base(ci_model, tmp_path):
+    """model_identity names no paper kind: any kind with a "base" is adapters over that base."""
+    meta = {"kind": "some_new_kind", "name": "adapters-1", "adapter_sha256": "ab" * 32, "base": str(ci_model)}
+    folder = _model_folder(tmp_path / "adapters-1", meta)
+    assert models.model_identity(folder) == {
+        "name": "adapters-1",
+        "kind": "some_new_kind",
+        "adapter_sha256": "ab" * 32,
+        "base": models.model_identity(ci_model),
+    }
+    # named by principle (a MORLAIF PM) when it has no name, as before
+    folder = _model_folder(tmp_path / "pm", {"kind": "pm_lora", "principle": "honesty", "base": str(ci_model)})
+    assert models.model_identity(folder)["name"] == "honesty"

@@ -12,6 +12,7 @@ import pytest
 from test_judges import fake_verifiable
 
 from alignrepro.data.records import Record, save_records
+from alignrepro.errors import UserError
 from alignrepro.evals.alpacaeval import winrate
 from alignrepro.evals.alpacaeval.winrate import compute_winrate
 from alignrepro.evals.verifiable import accuracy as acc_mod
@@ -148,3 +149,66 @@ def test_identical_outputs_are_ties_without_asking_the_judge():
     items = [PairItem("q", "same answer", "same answer "), PairItem("q2", "x", "x")]
     res = winrate.evaluate(items, {"all": Exploding()}, ["all", "all"])
     assert res["win_rate"] == 50.0 and res["groups"]["all"]["n_identical"] == 2
+
+
+def _open_pairs(tmp_path):
+    """Open instructions (one asked twice, as alpaca_eval's set can): model longer, shorter, equal, longer."""
+    rows = [("o1", "Write a haiku.", "A long haiku about spring rain.", "Rain."),
+            ("o2", "Say hi.", "hi", "hello there"),
+            ("o3", "Name a colour.", "red", "red"),
+            ("o4", "Say hi.", "hi, how are you today?", "hey")]  # fmt: skip
+    save_records(tmp_path / "model.jsonl", [Record(id=i, instruction=q, output=m) for i, q, m, _ in rows])
+    save_records(tmp_path / "ref.jsonl", [Record(id=i, instruction=q, output=r) for i, q, _, r in rows])
+    return rows
+
+
+def _winrate(tmp_path, model, ref, *extra):
+    out = tmp_path / f"wr-{model.stem}-{ref.stem}.json"
+    judge = ["--judge-config", '{"backend": "heuristic"}']
+    winrate.main(["--model-outputs", str(model), "--reference-outputs", str(ref), *judge, "--out", str(out), *extra])
+    return json.loads(out.read_text())
+
+
+def test_alpaca_eval_model_outputs_json_gives_the_same_win_rate(tmp_path):
+    rows = _open_pairs(tmp_path)
+    export = ["--export-alpaca-eval", str(tmp_path)]
+    records = _winrate(tmp_path, tmp_path / "model.jsonl", tmp_path / "ref.jsonl", *export)
+    assert records["win_rate"] == pytest.approx(62.5)  # (1 + 0 + 0.5 + 1) / 4, the length heuristic by hand
+    exported = json.loads((tmp_path / "model_outputs.json").read_text())
+    assert [set(d) for d in exported] == [{"instruction", "output", "generator", "dataset"}] * 4
+    assert [(d["instruction"], d["output"]) for d in exported] == [(q, m) for _, q, m, _ in rows]
+    # alpaca_eval's own files, written by hand in its format, the model's in another order: paired by instruction
+    model_ae = [{"instruction": q, "output": m, "generator": "mine", "dataset": "helpful_base"} for _, q, m, _ in rows]
+    ref_ae = [{"instruction": q, "output": r, "generator": "ref", "dataset": "helpful_base"} for _, q, _, r in rows]
+    order = [2, 1, 0, 3]  # the two "Say hi." keep their order: the k-th repeat pairs with the k-th
+    (tmp_path / "m_ae.json").write_text(json.dumps([model_ae[i] for i in order], indent=2))
+    (tmp_path / "r_ae.json").write_text(json.dumps(ref_ae))
+    both = _winrate(tmp_path, tmp_path / "m_ae.json", tmp_path / "r_ae.json")
+    mixed = _winrate(tmp_path, tmp_path / "model.jsonl", tmp_path / "r_ae.json")  # ids on one side: kept
+    exported_back = _winrate(tmp_path, tmp_path / "model_outputs.json", tmp_path / "reference_outputs.json")
+    for res in (both, mixed, exported_back):
+        assert res["win_rate"] == records["win_rate"] and res["n_total"] == 4
+    prefs = [a["preference"] for a in records["annotations"]]
+    assert [a["preference"] for a in both["annotations"]] == [prefs[i] for i in order]
+    assert [a["id"] for a in both["annotations"]] == [f"alpaca_eval:{i}" for i in order]  # the reference's items
+    assert [a["id"] for a in mixed["annotations"]] == ["o1", "o2", "o3", "o4"]
+    assert [a["preference"] for a in mixed["annotations"]] == [2.0, 1.0, 1.5, 2.0]
+    assert both["inputs"]["model_outputs"]["format"] == "alpaca_eval"
+    assert both["provenance"]["model_outputs_generator"] == "mine"
+
+
+def test_outputs_file_of_neither_format_is_refused_naming_it(tmp_path):
+    _open_pairs(tmp_path)
+    bad = {
+        "csv.txt": "instruction,output\nSay hi.,hi\n",
+        "object.json": json.dumps({"instruction": "Say hi.", "output": "hi"}, indent=2),
+        "strings.json": json.dumps(["hi", "there"]),
+        "broken.json": '[{"instruction": "Say hi.", ',
+    }
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=rf"{name}: .*alpaca_eval's model_outputs\.json"):
+            _winrate(tmp_path, tmp_path / name, tmp_path / "ref.jsonl")
+    (tmp_path / "other.json").write_text(json.dumps([{"instruction": "Unknown?", "output": "x"}]))
+    with pytest.raises(ValueError, match="no reference output with the same instruction"):
+        _winrate(tmp_path, tmp_path / "other.json", tmp_path / "ref.jsonl")

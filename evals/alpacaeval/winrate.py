@@ -3,6 +3,12 @@
 Pairs are (output_1 = reference, output_2 = model), so preference 2 is a model win (alpaca_eval convention).
 Aggregation is alpaca_eval's own `pairwise_to_winrate`: win rate = mean(preference - 1) x 100, so a tie (1.5) counts
 one half and a soft preference counts proportionally; NaN (undecided) items are dropped and reported as n_failed.
+
+Outputs come in either format: the project's JSONL of records (matched by `id`) or alpaca_eval's own
+`model_outputs.json`, a JSON list of {"instruction", "output", "generator", "dataset"}, which has no ids: when either
+file has none, outputs are matched by instruction text (alpaca_eval's own merge key; the k-th repeat of an
+instruction matches the k-th). `--export-alpaca-eval DIR` writes both sides in alpaca_eval's format, for
+`alpaca_eval --model_outputs DIR/model_outputs.json --reference_outputs DIR/reference_outputs.json`.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ import json
 import logging
 import math
 import warnings
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from alignrepro.data.records import Record, load_records
+from alignrepro.errors import UserError
 from alignrepro.io import atomic_write_json, sha256_file
 from alignrepro.judges import make_judge
 from alignrepro.judges.base import PairItem, PairwiseJudge
@@ -85,6 +94,82 @@ def group_of(record: Record, groups: dict[str, Any]) -> str:
     return group
 
 
+ALPACA_EVAL_FORMAT = "alpaca_eval's model_outputs.json (a JSON list of {instruction, output, generator, dataset})"
+
+
+def _alpaca_eval_record(i: int, item: Any) -> Record | None:
+    if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("instruction", "output")):
+        return None
+    meta = {k: item[k] for k in ("generator", "dataset") if item.get(k) is not None}
+    return Record(id=f"alpaca_eval:{i}", instruction=item["instruction"], output=item["output"], meta=meta)
+
+
+def load_outputs(path: str | Path) -> tuple[list[Record], str]:
+    """(records, format) of an outputs file: "records" (the project's JSONL) or "alpaca_eval" (its model_outputs.json,
+    each item a Record without a real id: `alpaca_eval:<index>`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the outputs file ({e})") from e
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as e:
+            raise UserError(f"{path}: a JSON list that does not parse ({e}); expected {ALPACA_EVAL_FORMAT}") from e
+        records = [_alpaca_eval_record(i, item) for i, item in enumerate(items)]
+        bad = [i for i, r in enumerate(records) if r is None]
+        if bad:
+            raise UserError(
+                f"{path}: item {bad[0]} has no string instruction and output; expected {ALPACA_EVAL_FORMAT}"
+            )
+        return records, "alpaca_eval"
+    try:
+        return load_records(path), "records"
+    except ValueError as e:  # lines that are no JSON, or fields that are no Record's
+        raise UserError(
+            f"{path}: neither the project's JSONL of records (id, instruction, output, ...) nor {ALPACA_EVAL_FORMAT}"
+            f" ({e})"
+        ) from e
+
+
+def match_by_instruction(
+    model: list[Record], reference: list[Record], model_has_ids: bool = False
+) -> tuple[list[Record], list[Record]]:
+    """Pair outputs by instruction text, for files without ids (alpaca_eval's own merge key; the k-th repeat of an
+    instruction matches the k-th): the side without real ids takes the other side's (the model's when it has them)."""
+
+    def keys(records: list[Record]) -> list[tuple[str, int]]:
+        seen: Counter[str] = Counter()
+        out = []
+        for r in records:
+            text = r.prompt_text.strip()
+            out.append((text, seen[text]))
+            seen[text] += 1
+        return out
+
+    mk, rk = keys(model), keys(reference)
+    known = set(rk)
+    unmatched = [m.prompt_text[:60] for m, k in zip(model, mk, strict=True) if k not in known]
+    if unmatched:
+        raise ValueError(
+            f"{len(unmatched)} model record(s) have no reference output with the same instruction, e.g. {unmatched[:3]}"
+        )
+    if model_has_ids:
+        ids = dict(zip(mk, (m.id for m in model), strict=True))
+        return model, [replace(r, id=ids[k]) for r, k in zip(reference, rk, strict=True) if k in ids]
+    ids = dict(zip(rk, (r.id for r in reference), strict=True))
+    return [replace(m, id=ids[k]) for m, k in zip(model, mk, strict=True)], reference
+
+
+def to_alpaca_eval(records: list[Record], generator: str) -> list[dict[str, Any]]:
+    """Records as alpaca_eval's model_outputs.json items."""
+    return [
+        {"instruction": r.prompt_text, "output": r.output, "generator": r.meta.get("generator") or generator,
+         "dataset": r.meta.get("dataset") or r.source or "alignrepro"}
+        for r in records
+    ]  # fmt: skip
+
+
 def make_pairs(model: list[Record], reference: list[Record]) -> list[PairItem]:
     refs = {r.id: r for r in reference}
     missing = [m.id for m in model if m.id not in refs]
@@ -150,17 +235,17 @@ def evaluate(
     return result
 
 
-def _generator(path: str) -> str | None:
-    """The generating model's id, as the generation step recorded it in each record."""
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
-    return json.loads(first).get("meta", {}).get("generator") if first.strip() else None
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-outputs", required=True, help="JSONL of Record dicts with `output` (model under test)")
-    ap.add_argument("--reference-outputs", required=True, help="JSONL of Record dicts: the reference model's outputs")
+    ap.add_argument(
+        "--model-outputs",
+        required=True,
+        help="the model's outputs: JSONL of Record dicts with `output`, or alpaca_eval's model_outputs.json (a JSON "
+        "list of {instruction, output, generator, dataset}: no ids, so matched to the reference by instruction text)",
+    )
+    ap.add_argument(
+        "--reference-outputs", required=True, help="the reference model's outputs, in either of the same formats"
+    )
     ap.add_argument(
         "--judge-config",
         required=True,
@@ -169,10 +254,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--cache", default=None, help="SQLite judgment cache (shared by jobs)")
     ap.add_argument("--out", required=True, help="result JSON")
     ap.add_argument("--tier", default="unknown", help="the tier, recorded in the provenance block")
+    ap.add_argument(
+        "--export-alpaca-eval",
+        default=None,
+        metavar="DIR",
+        help="also write both sides as alpaca_eval's model_outputs.json / reference_outputs.json there",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    model, reference = load_records(args.model_outputs), load_records(args.reference_outputs)
+    (model, model_fmt), (reference, ref_fmt) = load_outputs(args.model_outputs), load_outputs(args.reference_outputs)
+    if "alpaca_eval" in (model_fmt, ref_fmt):  # a file without ids: pair by instruction text
+        model, reference = match_by_instruction(model, reference, model_has_ids=model_fmt == "records")
     specs = judge_groups(load_judge_config(args.judge_config))
     groups_of = [group_of(r, specs) for r in model]
     judges = {name: make_judge(spec) for name, spec in specs.items() if name in groups_of}
@@ -180,8 +273,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = evaluate(make_pairs(model, reference), judges, groups_of, cache)
     result["judge_config"] = {g: specs[g] for g in judges}  # make_judge vetted these keys: no secret in here
     result["inputs"] = {
-        "model_outputs": {"path": args.model_outputs, "sha256": sha256_file(args.model_outputs)},
-        "reference_outputs": {"path": args.reference_outputs, "sha256": sha256_file(args.reference_outputs)},
+        "model_outputs": {"path": args.model_outputs, "sha256": sha256_file(args.model_outputs), "format": model_fmt},
+        "reference_outputs": {
+            "path": args.reference_outputs,
+            "sha256": sha256_file(args.reference_outputs),
+            "format": ref_fmt,
+        },
     }
     if cache is not None:
         result["cache"] = {"path": str(cache.path), "hits": cache.hits, "misses": cache.misses}
@@ -190,9 +287,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tier=args.tier,
         config=result["judge_config"],
         judges={g: {"id": j.id, "prompt_hash": j.prompt_hash} for g, j in judges.items()},
-        model_outputs_generator=_generator(args.model_outputs),
-        reference_generator=_generator(args.reference_outputs),
+        model_outputs_generator=model[0].meta.get("generator") if model else None,
+        reference_generator=reference[0].meta.get("generator") if reference else None,
     )
+    if args.export_alpaca_eval:
+        out = Path(args.export_alpaca_eval)
+        atomic_write_json(out / "model_outputs.json", to_alpaca_eval(model, Path(args.model_outputs).stem))
+        atomic_write_json(out / "reference_outputs.json", to_alpaca_eval(reference, Path(args.reference_outputs).stem))
     atomic_write_json(args.out, result)
     log.info(
         "win rate %s (95%% CI %s, n=%s) by %s -> %s",

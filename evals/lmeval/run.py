@@ -208,11 +208,12 @@ def build_lm(model_dir: str | Path, dtype: str, batch_size: int):
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_kind
+    from alignrepro.model_kinds import kind_object
+    from alignrepro.models import choose_dtype, load_model, load_tokenizer
 
-    if model_kind(model_dir) == "mote":  # step-routed experts: every token routed as a query token (see there)
-        from alignrepro.methods.mote.backend import scoring_model
-
+    # A kind a paper registers brings its own scoring model (MoTE: every token routed as a query token).
+    scoring_model = kind_object(model_dir, "scoring")
+    if scoring_model is not None:
         model, tok = scoring_model(model_dir, choose_dtype(dtype))
     else:
         model, tok = load_model(model_dir, dtype=choose_dtype(dtype)).eval(), load_tokenizer(model_dir)

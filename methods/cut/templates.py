@@ -10,17 +10,12 @@ from __future__ import annotations
 import json
 
 from alignrepro.io import sha256_text
+from alignrepro.templates import ALPACA_JUDGED, ALPACA_PLAIN, ALPACA_RESPONSE, alpaca_judged_prompt, alpaca_prompt
 
-PROMPT_PLAIN = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-    "\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-)
-PROMPT_JUDGE = (
-    "Below is an instruction that describes a task. Write a response to the instruction and the response should "
-    "match the corresponding judgment.\n\n### Instruction:\n{instruction}\n\n### Judgment:\n{judgment}"
-    "\n\n### Response:\n"
-)
-RESPONSE_SPLIT = "### Response:"
+# The formats are the engine's (alignrepro/templates.py: generation prompts trained models in them too).
+PROMPT_PLAIN = ALPACA_PLAIN
+PROMPT_JUDGE = ALPACA_JUDGED
+RESPONSE_SPLIT = ALPACA_RESPONSE
 
 # Provenance: changes whenever either template changes.
 TEMPLATE_HASH = sha256_text(json.dumps([PROMPT_PLAIN, PROMPT_JUDGE]))
@@ -28,9 +23,9 @@ TEMPLATE_HASH = sha256_text(json.dumps([PROMPT_PLAIN, PROMPT_JUDGE]))
 
 def plain_prompt(instruction: str) -> str:
     """Align-P / Misalign / inference context: the instruction only (x)."""
-    return PROMPT_PLAIN.format(instruction=instruction)
+    return alpaca_prompt(instruction)
 
 
 def judge_prompt(instruction: str, judgment: str) -> str:
     """Align-N context: the instruction plus the (negative) judgment ([x, j])."""
-    return PROMPT_JUDGE.format(instruction=instruction, judgment=judgment)
+    return alpaca_judged_prompt(instruction, judgment)

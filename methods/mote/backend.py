@@ -2,8 +2,9 @@
 for lm-eval's log-likelihood tasks.
 
 A MoTE model (model.json kind "mote") is not a plain causal LM: its experts are routed per token by step, and it
-answers by writing its own chain. `alignrepro.generation.make_backend` and `alignrepro.evals.lmeval.run.build_lm`
-hand such folders to this module.
+answers by writing its own chain. MoTE's paper.yaml registers this module's objects for that kind, and
+`alignrepro.generation.make_backend` and `alignrepro.evals.lmeval.run.build_lm` look them up there (the shared layer
+never imports a paper).
 
 Generation (`MoteBackend`): adaptive step decoding, as in the paper's Table 1. The answer gets the shared spec's
 `max_new_tokens`, the budget every other model's answer gets; the reasoning steps come on top, each capped at
@@ -47,11 +48,12 @@ class MoteBackend:
         temperature: float = 0.0,
         seed: int = 0,
         max_batch_tokens: int | None = None,
-        step_max_tokens: int | None = None,
+        spec: dict[str, Any] | None = None,
     ):
         model, self.tokenizer, _ = load_trained(model_dir, dtype)
         self.decoder = StepDecoder(model, self.tokenizer, temperature, seed)
-        self.batch_size, self.max_batch_tokens, self.step_max_tokens = batch_size, max_batch_tokens, step_max_tokens
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        self.step_max_tokens = (spec or {}).get("step_max_tokens")  # MoTE's own setting in the shared spec
         self.identity = model_identity(model_dir)
         self.id = f"mote:{stable_hash(self.identity)}"
         self.last_stats: dict[str, Any] = {}
