@@ -152,6 +152,8 @@ def schema(config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
             if key in out["$defs"]:
                 raise ConfigError(f"{paper.schema}: $defs {key!r} is already defined in config/schema.yaml")
             out["$defs"][key] = value
+        for key in paper.row_lists:  # lists of rows name the rows the manifest declares
+            frag["properties"][key]["items"] = {"enum": list(paper.rows)}
         out["properties"][name] = frag
         out["required"].append(name)
     out["properties"]["papers"]["items"] = {"enum": names}

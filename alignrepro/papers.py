@@ -46,6 +46,10 @@ _KEYS = {
     "references",
     "training_seeds",
     "shell_globals",
+    "rows",
+    "row_schema",
+    "row_refs",
+    "row_lists",
 }
 
 
@@ -63,6 +67,10 @@ class Paper:
     references: dict[str, Any] = field(default_factory=dict)  # config paths naming models/judges (checked at start)
     training_seeds: tuple[str, ...] = ()  # config paths whose `seed` defaults to the run's
     shell_globals: tuple[str, ...] = ()  # rules.smk globals its shell commands may name (paths, never config)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # method rows (alignrepro.rows)
+    row_schema: dict[str, Any] = field(default_factory=dict)  # JSON schema of a row's own fields
+    row_refs: tuple[str, ...] = ()  # row fields that name code ("module:object" or "file.py:object")
+    row_lists: tuple[str, ...] = ()  # config keys (in the paper's section) whose items name rows
 
     def config_tree(self) -> dict[str, Any]:
         return _yaml(self.config)
@@ -108,6 +116,10 @@ def _read(folder: Path) -> Paper:
         references=data.get("references") or {},
         training_seeds=tuple(data.get("training_seeds") or ()),
         shell_globals=tuple(data.get("shell_globals") or ()),
+        rows=data.get("rows") or {},
+        row_schema=data.get("row_schema") or {},
+        row_refs=tuple(data.get("row_refs") or ()),
+        row_lists=tuple(data.get("row_lists") or ()),
         **files,
     )
 

@@ -1,6 +1,7 @@
 # Included first by the Snakefile: the validated config, the paper registry and the helpers every rule file uses.
 import glob
 import json
+import re
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -9,6 +10,7 @@ from alignrepro.config import resolve_config
 from alignrepro.integrity import startup_check
 from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
 from alignrepro.papers import discover
+from alignrepro.rows import enabled as enabled_rows
 from alignrepro.run_lock import claim as claim_run_lock
 
 PAPERS = discover()  # methods/<paper>/paper.yaml, by name
@@ -64,3 +66,22 @@ def register_shared_model(key, model_dir, base, paper, method, generation=None, 
 
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
+
+
+# Resource classes (config `resources`): each rule names one in one line, `resources: **res("train")`, and an executor
+# asks for exactly that (SLURM: mem_mb -> --mem, runtime -> -t minutes, gpu -> --gpus), so a profile lists no rules.
+RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
+
+
+def res(kind):
+    return {key: config["resources"][kind][key] for key in RESOURCE_KEYS}
+
+
+def res_judge(model_input):
+    """A job that asks a judge, critic or feedback model: class infer when its input `model_input` lists a local
+    model's files (known only once the judge is resolved, hence per job), else api: an API needs no GPU."""
+
+    def pick(key):
+        return lambda wildcards, input: config["resources"]["infer" if input[model_input] else "api"][key]
+
+    return {key: pick(key) for key in RESOURCE_KEYS}

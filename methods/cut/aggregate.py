@@ -13,17 +13,7 @@ import yaml
 
 from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from alignrepro.provenance import provenance
-from alignrepro.reporting import log_to_wandb, md_table, to_csv
-
-OBJECTIVE = {"base": "-", "fp": "MLE", "hindsight": "MLE", "ilf_mle": "MLE", "ilf_dpo": "DPO", "cut": "MLE+UT"}
-LABEL = {
-    "base": "Base",
-    "fp": "Forward Prediction",
-    "hindsight": "Hindsight",
-    "ilf_mle": "ILF-MLE",
-    "ilf_dpo": "ILF-DPO",
-    "cut": "CUT",
-}
+from alignrepro.reporting import bars_or_missing, line_or_missing, log_to_wandb, md_table, to_csv
 
 
 def pct(x: float | None) -> str:
@@ -47,7 +37,7 @@ def model_row(spec: dict[str, Any], base: str, model_id: str, label: str) -> dic
         "base": base,
         "method": label,
         "model_id": model_id,
-        "objective": OBJECTIVE.get(model_id.split("_iter")[0], "MLE+UT"),
+        "objective": "-" if model_id == "base" else spec["rows"][model_id.split("_iter")[0]]["objective"],
         "accuracy": acc.get("accuracy"),
         "accuracy_ci95": acc.get("ci95"),
         "accuracy_n": acc.get("n"),
@@ -134,7 +124,8 @@ def reported_md(tables: list[dict[str, Any]], ids: list[str] | None = None) -> s
     return "\n".join(out)
 
 
-def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> None:
+def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> Any:
+    """Writes the PNG and returns the (closed) Figure, whose artists tests inspect."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,16 +135,13 @@ def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> None
     for base, rows in offline.items():
         xs = range(len(rows))
         for key, off, color in (("accuracy", -0.18, "tab:blue"), ("win_rate", 0.18, "tab:orange")):
-            vals = [r[key] or 0 for r in rows]
-            errs = [
-                [v - (r[f"{key}_ci95"] or [v, v])[0] for v, r in zip(vals, rows, strict=True)],
-                [(r[f"{key}_ci95"] or [v, v])[1] - v for v, r in zip(vals, rows, strict=True)],
-            ]
-            axes[0].bar(
+            # a value not computed (e.g. a row without a win rate) shows "n/a", never a bar of height 0
+            bars_or_missing(
+                axes[0],
                 [x + off for x in xs],
-                vals,
+                [r[key] for r in rows],
                 0.36,
-                yerr=errs,
+                ci=[r[f"{key}_ci95"] for r in rows],
                 capsize=3,
                 color=color,
                 label=f"{key.replace('_', ' ')} ({base})",
@@ -165,17 +153,16 @@ def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> None
     axes[0].legend(fontsize=8, loc="upper left", ncol=2)
     its = list(range(len(online)))
     for key, color in (("accuracy", "tab:blue"), ("win_rate", "tab:orange")):
-        vals = [r[key] or 0 for r in online]
-        lo = [(r[f"{key}_ci95"] or [v, v])[0] for v, r in zip(vals, online, strict=True)]
-        hi = [(r[f"{key}_ci95"] or [v, v])[1] for v, r in zip(vals, online, strict=True)]
-        axes[1].plot(its, vals, "o-", color=color, label=key.replace("_", " "))
-        axes[1].fill_between(its, lo, hi, color=color, alpha=0.15)
+        ci = [r[f"{key}_ci95"] for r in online]
+        line_or_missing(axes[1], its, [r[key] for r in online], "o-", ci=ci, color=color, label=key.replace("_", " "))
     axes[1].set_xticks(its, [r["method"] for r in online])
     axes[1].set_title("Online iterations (Table 6 analogue)")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"CUT reproduction, tier {online[0]['tier'] if online else ''}: oracle accuracy and win rate vs base")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     reported = yaml.safe_load(args.reported.read_text())
     cards = {c["judge_id"]: c for c in map(read_json, args.cards)}
 
-    offline = {b: [model_row(spec, b, m, LABEL[m]) for m in ["base", *spec["methods"]]] for b in spec["bases"]}
+    labels = {"base": "Base"} | {n: r["label"] for n, r in spec["rows"].items()}
+    offline = {b: [model_row(spec, b, m, labels[m]) for m in ["base", *spec["methods"]]] for b in spec["bases"]}
     ob = spec["online_base"]
     online = [{**model_row(spec, ob, "base", "Base (iter 0)"), "n_judgments": None, "judged_positive_pct": None}]
     online += [model_row(spec, ob, f"cut_iter{k}", f"CUT {k}+") for k in range(1, spec["iterations"] + 1)]

@@ -48,7 +48,7 @@ def select_triplets(
     return selected, stats
 
 
-def forward_prediction_rows(triplets: list[Record]) -> list[dict[str, str]]:
+def forward_prediction_rows(triplets: list[Record], refinements: dict[str, str] | None = None) -> list[dict[str, str]]:
     rows = [{"prompt": plain_prompt(r.prompt_text), "completion": r.output} for r in triplets]
     rows += [
         {"prompt": FP_TEMPLATE.format(instruction=r.prompt_text, response=r.output), "completion": r.judgment}
@@ -57,7 +57,7 @@ def forward_prediction_rows(triplets: list[Record]) -> list[dict[str, str]]:
     return rows
 
 
-def hindsight_rows(triplets: list[Record]) -> list[dict[str, str]]:
+def hindsight_rows(triplets: list[Record], refinements: dict[str, str] | None = None) -> list[dict[str, str]]:
     return [{"prompt": judge_prompt(r.prompt_text, r.judgment), "completion": r.output} for r in triplets]
 
 

@@ -5,6 +5,9 @@ CUT_R = f"results/cut/{TIER}"
 CUT_ITERS = range(1, CUT["data"]["iterations"] + 1)
 CUT_GEN = as_json({**CUT["generation"], "dtype": config["dtype"]})
 CUT_WANDB = as_json(config["wandb"])
+# Table 2's rows: the manifest's rows that `cut.methods` names, then every enabled row folder (alignrepro.rows);
+# each is checked now (fields, builders), so a row that cannot be built fails before any job runs.
+CUT_ROWS = {r.name: r for r in enabled_rows("cut", CUT["methods"], config["row_dirs"])}
 
 
 def cut_model_dir(base, model_id):
@@ -18,7 +21,7 @@ def cut_model_dir(base, model_id):
 
 
 def cut_model_ids(base):
-    ids = ["base"] + list(CUT["methods"])
+    ids = ["base"] + list(CUT_ROWS)
     if base == CUT["online_base"]:
         # An aliased iteration 1 (tiny/ci) is the offline CUT model: evaluated once, reported in both tables.
         first = 2 if CUT["data"]["offline"] == "online_iter1" else 1
@@ -33,10 +36,11 @@ def cut_offline_triplets():
 
 
 def cut_train_cfg(method):
-    """Only the settings a method depends on, so that changing one method's hyper-parameter reruns only it."""
-    c = CUT["cut"] if method == "cut" else {k: CUT["cut"][k] for k in ("align_p_ratio", "keep_error_judgments")}
+    """Only the settings a row depends on, so that changing one row's hyper-parameter reruns only it."""
+    trainer = CUT_ROWS[method].spec["trainer"]
+    c = CUT["cut"] if trainer == "cut" else {k: CUT["cut"][k] for k in ("align_p_ratio", "keep_error_judgments")}
     cfg = {"train": CUT["train"], "cut": c, "dtype": config["dtype"]}
-    if method == "ilf_dpo":
+    if trainer == "trl:DPOTrainer":
         cfg["dpo"] = CUT["dpo"]
     return cfg
 
@@ -50,6 +54,7 @@ rule cut_pool:
         seed=config["seed"],
     log:
         f"{CUT_R}/logs/pool.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.cut.data_steps pool --data-json {params.data:q} --seed {params.seed} "
         "--out-dir {CUT_R}/data > {log} 2>&1"
@@ -69,6 +74,7 @@ rule cut_respond:
     benchmark:
         f"{CUT_R}/benchmarks/respond_iter{{k}}.tsv"
     threads: config["threads"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.generation --model $(dirname {input.model}) --prompts {input.prompts} --out {output} "
         "--spec-json {params.gen:q} --tier {TIER} > {log} 2>&1"
@@ -87,6 +93,7 @@ rule cut_judge:
     benchmark:
         f"{CUT_R}/benchmarks/judge_iter{{k}}.tsv"
     threads: config["threads"]
+    resources: **res_judge("critic_models")
     shell:
         "{PY} -m alignrepro.methods.cut.data_steps judge --responses {input.responses} --critic-json {params.critic:q} "
         "--tier {TIER} --out {output} > {log} 2>&1"
@@ -100,6 +107,7 @@ rule cut_shepherd:
         path=CUT["data"].get("hub", {}).get("shepherd", {}).get("path", ""),
     log:
         f"{CUT_R}/logs/shepherd.log",
+    resources: **res("cpu")
     shell:
         "{PY} -c 'import sys; from alignrepro.data.hub import load_shepherd; from alignrepro.data import save_records; "
         "save_records(sys.argv[2], load_shepherd(sys.argv[1]))' {params.path:q} {output} > {log} 2>&1"
@@ -112,6 +120,7 @@ rule cut_refine_prompts:
         f"{CUT_R}/offline/refine_prompts.jsonl",
     log:
         f"{CUT_R}/logs/refine_prompts.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.cut.data_steps refine --triplets {input} --out {output} > {log} 2>&1"
 
@@ -130,9 +139,15 @@ rule cut_refine:
     benchmark:
         f"{CUT_R}/benchmarks/refine_{{base}}.tsv"
     threads: config["threads"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.generation --model $(dirname {input.model}) --prompts {input.prompts} --out {output} "
         "--spec-json {params.gen:q} --tier {TIER} > {log} 2>&1"
+
+
+def cut_row_of(model_id):
+    """The row a model is trained as: online iterations (cut_iter<k>) are CUT."""
+    return "cut" if re.fullmatch(r"cut_iter\d+", model_id) else model_id
 
 
 def cut_train_inputs(w):
@@ -141,7 +156,7 @@ def cut_train_inputs(w):
         start = cut_model_dir(w.base, "base" if k == 1 else f"cut_iter{k - 1}")
         return {"model": f"{start}/model.json", "triplets": f"{CUT_R}/online/iter{k}/triplets.jsonl"}
     inputs = {"model": f"results/models/{w.base}/model.json", "triplets": cut_offline_triplets()}
-    if w.method.startswith("ilf"):
+    if CUT_ROWS[w.method].spec.get("needs_refinements"):
         inputs["refinements"] = f"{CUT_R}/offline/{w.base}/refinements.jsonl"
     return inputs
 
@@ -152,19 +167,22 @@ rule cut_train:
     output:
         f"{CUT_R}/models/{{base}}/{{method}}/model.json",
     wildcard_constraints:
-        method=r"fp|hindsight|ilf_mle|ilf_dpo|cut|cut_iter\d+",
+        method="|".join(map(re.escape, CUT_ROWS)) + r"|cut_iter\d+",
     params:
-        cfg=lambda w: as_json(cut_train_cfg("cut" if w.method.startswith("cut") else w.method)),
-        method=lambda w: "cut" if w.method.startswith("cut") else w.method,
+        cfg=lambda w: as_json(cut_train_cfg(cut_row_of(w.method))),
+        method=lambda w: cut_row_of(w.method),
+        row=lambda w: as_json(CUT_ROWS[cut_row_of(w.method)].public()),
         refinements=lambda w, input: f"--refinements {input.refinements}" if "refinements" in input.keys() else "",
     log:
         f"{CUT_R}/logs/train_{{base}}_{{method}}.log",
     benchmark:
         f"{CUT_R}/benchmarks/train_{{base}}_{{method}}.tsv"
     threads: config["threads"]
+    resources: **res("train")
     shell:
         "{PY} -m alignrepro.methods.cut.train --method {params.method} --base-model $(dirname {input.model}) "
-        "--triplets {input.triplets} {params.refinements} --config-json {params.cfg:q} --wandb-json {CUT_WANDB:q} "
+        "--triplets {input.triplets} {params.refinements} --config-json {params.cfg:q} --row-json {params.row:q} "
+        "--wandb-json {CUT_WANDB:q} "
         "--name cut-{TIER}-{wildcards.base}-{wildcards.method} --tier {TIER} "
         "--out $(dirname {output}) > {log} 2>&1"
 
@@ -183,6 +201,7 @@ rule cut_generate:
     benchmark:
         f"{CUT_R}/benchmarks/generate_{{base}}_{{model_id}}.tsv"
     threads: config["threads"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.generation --model $(dirname {input.model}) --prompts {input.prompts} --out {output} "
         "--spec-json {params.gen:q} --tier {TIER} > {log} 2>&1"
@@ -194,6 +213,7 @@ rule cut_reference:
         f"{CUT_R}/data/eval_prompts.jsonl",
     output:
         f"{CUT_R}/data/eval_reference.jsonl",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.cut.data_steps reference --eval-prompts {input} --out {output}"
 
@@ -229,11 +249,13 @@ rule cut_tables:
         summary=f"{CUT_R}/tables/summary.md",
     params:
         spec=as_json({"tier": TIER, "seed": config["seed"], "bases": CUT["bases"], "online_base": CUT["online_base"],
-                      "methods": CUT["methods"], "iterations": CUT["data"]["iterations"],
+                      "methods": list(CUT_ROWS), "iterations": CUT["data"]["iterations"],
+                      "rows": {n: {"label": r.label, "objective": r.spec["objective"]} for n, r in CUT_ROWS.items()},
                       "offline": CUT["data"]["offline"], "root": CUT_R,
                       "model_dirs": {b: {m: cut_model_dir(b, m) for m in cut_model_ids(b)} for b in CUT["bases"]}}),
     log:
         f"{CUT_R}/logs/tables.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.cut.aggregate --spec-json {params.spec:q} --reported {input.reported} "
         "--out-dir {CUT_R}/tables --cards {input.cards} --wandb-json {CUT_WANDB:q} > {log} 2>&1 && cat {output.summary}"

@@ -21,10 +21,12 @@ from datasets import Dataset
 from transformers import set_seed
 
 from alignrepro.data.records import load_records
+from alignrepro.errors import UserError
 from alignrepro.io import read_jsonl, stable_hash
 from alignrepro.methods.cut import baseline_data as bd
 from alignrepro.models import choose_dtype, load_model, load_tokenizer
 from alignrepro.provenance import provenance
+from alignrepro.rows import load_ref, paper_rows
 from alignrepro.training import (
     DivergenceGuard,
     input_identity,
@@ -36,7 +38,6 @@ from alignrepro.training import (
 )
 
 log = logging.getLogger("cut.train")
-METHODS = ("cut", "fp", "hindsight", "ilf_mle", "ilf_dpo")
 
 
 def _trl_trainer(trainer_cls, args, rows: list[dict], model, tok, lora: dict[str, Any]):
@@ -51,9 +52,10 @@ def _trl_trainer(trainer_cls, args, rows: list[dict], model, tok, lora: dict[str
     return trainer, {"n_examples": len(rows)}
 
 
-def build_trainer(method: str, model, tok, triplets, refinements, cfg: dict[str, Any], kwargs: dict[str, Any]):
+def build_trainer(row: dict[str, Any], model, tok, triplets, refinements, cfg: dict[str, Any], kwargs: dict[str, Any]):
+    """The row's trainer on the row's data: CUT's own, or TRL's SFT / DPO on what the row's builder returns."""
     train = cfg["train"]
-    if method == "cut":
+    if row["trainer"] == "cut":
         from peft import get_peft_model
         from transformers import TrainingArguments
 
@@ -80,29 +82,31 @@ def build_trainer(method: str, model, tok, triplets, refinements, cfg: dict[str,
             gamma=c["gamma"],
         )
         return trainer, {**stats, "n_examples": len(examples)}
-    if method == "ilf_dpo":
+    rows = load_ref(row["data"], row.get("folder"))(triplets, refinements)
+    if not rows:
+        raise UserError(f"row {row['name']!r}: its builder {row['data']} made no training rows from the triplets")
+    extra = dict(row.get("config") or {})
+    if row["trainer"] == "trl:DPOTrainer":
         from trl import DPOConfig, DPOTrainer
 
-        rows = bd.ilf_dpo_rows(triplets, refinements)
-        if not rows:
-            raise ValueError("ILF-DPO: no negative triplet has a refinement that differs from its response")
         args = DPOConfig(
             **kwargs,
-            beta=cfg["dpo"]["beta"],
+            beta=extra.pop("beta", cfg["dpo"]["beta"]),
             max_length=train["max_length"],
             truncation_mode="keep_end",
             precompute_ref_log_probs=False,
+            **extra,
         )
         return _trl_trainer(DPOTrainer, args, rows, model, tok, train["lora"])
     from trl import SFTConfig, SFTTrainer
 
-    rows = {
-        "fp": lambda: bd.forward_prediction_rows(triplets),
-        "hindsight": lambda: bd.hindsight_rows(triplets),
-        "ilf_mle": lambda: bd.ilf_mle_rows(triplets, refinements),
-    }[method]()
     args = SFTConfig(
-        **kwargs, max_length=train["max_length"], completion_only_loss=True, packing=False, dataset_num_proc=None
+        **kwargs,
+        max_length=train["max_length"],
+        completion_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+        **extra,
     )
     return _trl_trainer(SFTTrainer, args, rows, model, tok, train["lora"])
 
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--method", required=True, help="a CUT row (methods/cut/paper.yaml rows, or a row folder)")
+    p.add_argument("--row-json", help="the row's entry as the workflow resolved it (default: looked up by --method)")
     p.add_argument("--base-model", type=Path, required=True, help="model folder with model.json to start from")
     p.add_argument("--triplets", type=Path, required=True, help="JSONL of judged records (output + judgment)")
     p.add_argument("--refinements", type=Path, help="JSONL {id, output} of ILF refinements (ilf_mle, ilf_dpo)")
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = json.loads(args.config_json)
     train = cfg["train"]
+    row = json.loads(args.row_json) if args.row_json else paper_rows("cut")[args.method].public()
 
     records = load_records(args.triplets)
     triplets, selection = bd.select_triplets(
@@ -142,15 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(train["seed"])
     model = load_model(args.base_model, dtype=dtype, load_in_8bit=train.get("load_in_8bit", False))
     use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parents[2] / "wandb", group=f"cut-{args.tier}")
-    n_for_budget = len(triplets) * (2 if args.method == "fp" else 1)
+    n_for_budget = len(triplets) * row.get("budget_factor", 1)
     kwargs = trainer_kwargs(train, args.out, n_for_budget, dtype, run_name=args.name, use_wandb=use_wandb)
-    trainer, data_stats = build_trainer(args.method, model, tok, triplets, refinements, cfg, kwargs)
+    trainer, data_stats = build_trainer(row, model, tok, triplets, refinements, cfg, kwargs)
 
     trainer.add_callback(DivergenceGuard(args.name))
     # a killed run of these very settings resumes; anything else (a changed hyper-parameter) trains afresh
     identity = {
         "step": "cut.train",
         "method": args.method,
+        "row": row,
         "config": cfg,
         "base": input_identity(args.base_model),
         "triplets": input_identity(args.triplets),
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         args.name,
         {
             "method": args.method,
+            "row": row,
             "prompt_template": "alpaca",  # CUT trains (and evaluates) every model in the Alpaca format
             "train_metrics": result.metrics,
             "log_history": history,
