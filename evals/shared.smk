@@ -1,12 +1,39 @@
 # Shared evaluation layer: every model a paper registers in SHARED_MODELS answers the shared prompts once
 # (evals_respond) and is scored on AlpacaEval, MT-Bench, lm-eval and the safety pools; each judge used gets a judge
 # card (results/judges/), shown beside every judged number of the leaderboard.
+import shlex
+
+from alignrepro.external import plan as external_plan
+
 EV = config["evals"]
 EV_R = f"results/evals/{TIER}"
 JUDGES = {**BUILTIN_JUDGES, **EV["judges"]}
 for _key, _name in [("evals.judge", EV["judge"])] + [("evals.cards", c) for c in EV["cards"]]:
     if _name not in JUDGES:
         raise ValueError(f"config key '{_key}': judge {_name!r} is not defined in evals.judges ({', '.join(sorted(JUDGES))})")
+# Your own checkpoints (evals.external): a plain HF folder or a PEFT adapter folder joins the board as
+# external/<name>. evals_import_model writes a reference to it (results/evals/<tier>/external/<name>/model.json, no
+# weights copied); the checkpoint's files are that rule's inputs, so a changed checkpoint is re-imported and re-scored.
+# Its AlpacaEval reference (reference: base) is its registry base, else the papers' first base, else the first
+# registry model: the same reference as the rows it sits beside.
+EV_EXTERNAL = {}
+_bases = [k.split("/", 1)[1] for k in SHARED_MODELS if k.startswith("base/")]
+for _name, _entry in EV["external"].items():
+    _plan = external_plan(_name, _entry, config["models"])
+    _ref = _plan["registry_base"] or (_bases or list(config["models"]) or [None])[0]
+    if _ref is None and EV["alpacaeval"]["reference"] == "base":
+        raise ValueError(f"config key 'evals.external.{_name}': no registry model to answer as its AlpacaEval reference")
+    _dir = _plan["path"] if _plan["kind"] == "model" else f"{EV_R}/external/{_name}"
+    EV_EXTERNAL[_name] = _plan
+    _what = {"hf": "model folder", "peft": "PEFT adapter", "model": "model folder"}[_plan["kind"]]
+    _vs = f"; AlpacaEval vs base/{_ref}" if EV["alpacaeval"]["reference"] == "base" else ""
+    SHARED_MODELS[f"external/{_name}"] = {"dir": _dir, "base": _plan["registry_base"] or "-", "reference": _ref,
+                                          "paper": "external", "method": _name,
+                                          "note": f"your checkpoint ({_what} {_entry['path']}{_vs})"}
+    for _b in dict.fromkeys([_plan["registry_base"], _ref if EV["alpacaeval"]["reference"] == "base" else None]):
+        if _b is None:
+            continue
+        SHARED_MODELS.setdefault(f"base/{_b}", {"dir": f"results/models/{_b}", "base": _b, "paper": "-", "method": "base"})
 if EV["mtbench"]["baseline"] is not None and EV["mtbench"]["baseline"] not in SHARED_MODELS:
     raise ValueError(f"config key 'evals.mtbench.baseline': {EV['mtbench']['baseline']!r} is not a model key "
                      f"({', '.join(sorted(SHARED_MODELS))})")
@@ -36,6 +63,7 @@ rule evals_alpacaeval_prompts:
         ref=lambda w, output: f"--reference-out {output.reference}" if output.reference else "",
     log:
         f"{EV_R}/logs/alpacaeval_prompts.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.evals.alpacaeval.prompts --source {params.p[source]} "
         + ("--path {params.p[path]:q} --data-file {params.p[data_file]:q} " if EV["alpacaeval"]["prompts"]["source"] == "file" else "")
@@ -50,9 +78,30 @@ rule evals_safety_prompts:
         seed=config["seed"],
     log:
         f"{EV_R}/logs/safety_prompts.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.evals.safety.prompts --out-dir $(dirname {output}) --n-harmful {params.s[n_harmful]} "
         "--n-benign {params.s[n_benign]} --n-jailbreak {params.s[n_jailbreak]} --seed {params.seed} > {log} 2>&1"
+
+
+rule evals_import_model:
+    """A reference to an external checkpoint (alignrepro.external): its files are the inputs, nothing is copied."""
+    input:
+        lambda w: EV_EXTERNAL[w.name]["inputs"],
+    output:
+        f"{EV_R}/external/{{name}}/model.json",
+    wildcard_constraints:
+        name=r"[^/]+",
+    params:
+        path=lambda w: EV_EXTERNAL[w.name]["path"],
+        base=lambda w: f"--base {shlex.quote(EV_EXTERNAL[w.name]['base'])}" if EV_EXTERNAL[w.name]["base"] else "",
+        template=lambda w: EV_EXTERNAL[w.name]["prompt_template"],
+    log:
+        f"{EV_R}/logs/external/{{name}}.log",
+    resources: **res("cpu")
+    shell:
+        "{PY} -m alignrepro.external --path {params.path:q} --name {wildcards.name} {params.base} "
+        "--prompt-template {params.template} --out $(dirname {output}) > {log} 2>&1"
 
 
 rule evals_respond:
@@ -76,6 +125,7 @@ rule evals_respond:
     benchmark:
         f"{EV_R}/benchmarks/respond/{{key}}.tsv"
     threads: config["threads"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.evals.respond --model $(dirname {input.model}) --alpacaeval-prompts {input.alpacaeval} "
         "--safety-prompts-dir $(dirname {input.safety}) {params.per_cat} --seed {params.seed} --spec-json {params.gen:q} "
@@ -85,7 +135,8 @@ rule evals_respond:
 def alpacaeval_reference(w):
     if EV["alpacaeval"]["reference"] == "dataset":
         return rules.evals_alpacaeval_prompts.output.reference
-    return f"{EV_R}/answers/base/{SHARED_MODELS[w.key]['base']}/alpacaeval.jsonl"
+    m = SHARED_MODELS[w.key]
+    return f"{EV_R}/answers/base/{m.get('reference', m['base'])}/alpacaeval.jsonl"  # external models name theirs
 
 
 rule evals_alpacaeval:
@@ -104,6 +155,7 @@ rule evals_alpacaeval:
     benchmark:
         f"{EV_R}/benchmarks/alpacaeval/{{key}}.tsv"
     threads: config["threads"]
+    resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.alpacaeval.winrate --model-outputs {input.model} --reference-outputs {input.reference} "
         "--judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
@@ -124,6 +176,7 @@ rule evals_mtbench:
     benchmark:
         f"{EV_R}/benchmarks/mtbench/{{key}}.tsv"
     threads: config["threads"]
+    resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --judge-config {params.judge:q} "
         "--cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
@@ -143,6 +196,7 @@ rule evals_mtbench_pairwise:
     log:
         f"{EV_R}/logs/mtbench_pairwise/{{key}}.log",
     threads: config["threads"]
+    resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --baseline {input.baseline} "
         "--judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
@@ -167,6 +221,7 @@ rule evals_lmeval:
     benchmark:
         f"{EV_R}/benchmarks/lmeval/{{key}}.tsv"
     threads: config["threads"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.evals.lmeval.run --model $(dirname {input.model}) --tasks {params.tasks} "
         "--data-json {params.data:q} {params.fewshot} {params.limit} --batch-size {params.bs} --out {output} "
@@ -189,6 +244,7 @@ rule evals_safety:
     benchmark:
         f"{EV_R}/benchmarks/safety/{{key}}.tsv"
     threads: config["threads"]
+    resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.safety.score --answers {input.answers} --judge-config {params.judge:q} "
         "--harmful-threshold {params.threshold} --cache results/judge_cache.sqlite --out {output} --tier {TIER} "
@@ -211,6 +267,7 @@ rule judge_card:
     benchmark:
         "results/benchmarks/judges/{name}.tsv"
     threads: config["threads"]
+    resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.judges.card --name {wildcards.name} --judge-config {params.spec:q} "
         "--labelled-set {input.labelled} {params.per_kind} --out-json {output.json} --out-md {output.md} --tier {TIER} > {log} 2>&1"
@@ -233,6 +290,7 @@ rule evals_leaderboard:
                       "cards": CARDS, "seed": config["seed"]}),
     log:
         f"{EV_R}/logs/leaderboard.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.evals.leaderboard --spec-json {params.spec:q} --out-dir {EV_R} > {log} 2>&1 "
         "&& cat {output.summary}"

@@ -11,6 +11,7 @@ rule base_model:
     benchmark:
         "results/benchmarks/models/{model}.tsv"
     threads: config["threads"]
+    resources: **res("cpu_model")
     shell:
         "{PY} -m alignrepro.models --name {wildcards.model} --spec-json {params.spec:q} "
         "--out results/models/{wildcards.model} > {log} 2>&1"

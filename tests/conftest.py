@@ -70,3 +70,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A loopback OpenAI-compatible server (tests/test_openai_client.py's Loopback) with a fake key set."""
+    from test_openai_client import SECRET, Loopback
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)  # loopback traffic must not go through a proxy
+    s = Loopback()
+    yield s
+    s.close()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from test_openai_client import SECRET, Loopback, completion, make_client
+from test_openai_client import SECRET, completion, make_client
 
 from alignrepro.errors import UserError
 from alignrepro.judges.base import PairItem
@@ -16,16 +16,6 @@ from alignrepro.judges.grading import grade_key
 from alignrepro.judges.openai_api import OpenAIChatClient, OpenAIPairwiseJudge, public_url
 
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)  # loopback traffic must not go through a proxy
-    s = Loopback()
-    yield s
-    s.close()
 
 
 # --- 1. an OpenAI-compatible endpoint that answers something other than a chat completion ----------------------

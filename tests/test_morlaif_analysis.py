@@ -1,6 +1,6 @@
-"""MORLAIF analysis on synthetic data whose answers are known: a principle equal to the human label gets the largest
-weight and accuracy 1.0, a sign-flipped principle a negative weight, the ceiling's ablation curve falls as informative
-principles are dropped; Wilson intervals and agreement proportions by hand."""
+"""MORLAIF analysis and figure B on synthetic data whose answers are known: a principle equal to the human label gets
+the largest weight and accuracy 1.0, a sign-flipped principle a negative weight, the ceiling's ablation curve falls as
+informative principles are dropped; Wilson intervals and agreement proportions by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import pytest
 
 from alignrepro.io import read_json, write_jsonl
 from alignrepro.methods.morlaif import analysis as A
+from alignrepro.methods.morlaif import figure_b as FB
+from alignrepro.methods.morlaif.arms import figure_b_arms
 from alignrepro.methods.morlaif.principles import ABLATION_ORDER, PRINCIPLES
+from alignrepro.methods.morlaif.scalarizers import SCALARIZERS, scalarize
 
 NAMES = list(PRINCIPLES)
 
@@ -60,7 +63,10 @@ def known():
     signal = dict.fromkeys(NAMES, 0.3)
     signal["sycophancy"] = -0.8  # sign-flipped
     pairs, feedback, pm_rows = synthetic(400, 300, signal, seed=1, exact="toxicity")
-    return pairs, feedback, pm_rows, A.run_analysis(pairs, feedback, pm_rows, {"principles": NAMES})
+    out = A.run_analysis(pairs, feedback, pm_rows, {"principles": NAMES})
+    # figure B, its own step: every scalarizer row of the manifest on the analysis step's weights.json
+    out["B"] = FB.run_figure_b(pairs, pm_rows, out["weights"], list(figure_b_arms({}).values()), ["cai", "hhh"])
+    return pairs, feedback, pm_rows, out
 
 
 def test_wilson_by_hand():
@@ -86,7 +92,32 @@ def test_sign_flipped_principle_negative(known):
     assert out["weights"]["weights"]["sycophancy"] < 0
     assert "sycophancy" in out["weights"]["negative"]
     assert out["weights"]["modes"]["feedback_regression"]["weights"]["sycophancy"] < 0
-    assert out["weights"]["modes"]["uniform"]["weights"]["sycophancy"] == 1.0
+
+
+def test_uniform_weights_reward_the_plain_sum_of_zscores(known):
+    """weights=uniform (the weights are a constant in the code; what can break is their use): the PPO reward from
+    weights.json is the unweighted sum of train-z-scored PM scores, by hand, and ranks the test pairs differently
+    from the fitted weights."""
+    import torch
+
+    from alignrepro.methods.morlaif.scalarizers import scalarize
+
+    pairs, feedback, pm_rows, fitted = known
+    out = A.run_analysis(pairs, feedback, pm_rows, {"principles": NAMES, "weights": "uniform"})
+    assert out["weights"]["mode"] == "uniform"
+    assert out["weights"]["negative"] == []  # the sign-flipped principle keeps a positive weight here
+    train = [r for r in pm_rows if r["split"] == "train"]
+    both = np.array([[r[side][p] for p in NAMES] for r in train for side in ("scores_a", "scores_b")])
+    mean, std = both.mean(0), both.std(0)
+    test = [r for r in pm_rows if r["split"] == "test"]
+    sa = np.array([[r["scores_a"][p] for p in NAMES] for r in test])
+    by_hand = ((sa - mean) / std).sum(1)
+    m, s, w = A.reward_params(out["weights"], NAMES)
+    reward = scalarize("linear", (torch.tensor(sa, dtype=torch.float32) - m) / s, w)
+    assert reward.numpy() == pytest.approx(by_hand, abs=1e-4)
+    m, s, w = A.reward_params(fitted["weights"], NAMES)
+    fitted_reward = scalarize("linear", (torch.tensor(sa, dtype=torch.float32) - m) / s, w)
+    assert not np.allclose(fitted_reward.numpy(), by_hand, atol=1e-2)
 
 
 def test_zscore_uses_train_split(known):
@@ -109,8 +140,8 @@ def test_reward_params_reproduce_figure_b(known):
     sa = torch.tensor([[r["scores_a"][q] for q in NAMES] for _, r in test])
     sb = torch.tensor([[r["scores_b"][q] for q in NAMES] for _, r in test])
     for name in ("linear", "max_min"):
-        ra = A.scalarize(name, (sa - mean) / std, w)
-        rb = A.scalarize(name, (sb - mean) / std, w)
+        ra = scalarize(name, (sa - mean) / std, w)
+        rb = scalarize(name, (sb - mean) / std, w)
         acc = ((ra > rb).int() == torch.tensor([p["human_label"] for p, _ in test])).float().mean().item()
         assert acc == pytest.approx(out["B"]["objectives"][name]["accuracy"], abs=1 / len(test))
 
@@ -118,7 +149,7 @@ def test_reward_params_reproduce_figure_b(known):
 def test_figure_b_baselines_and_all_scalarizers(known):
     *_, out = known
     b = out["B"]
-    assert set(b["objectives"]) == set(A.SCALARIZERS)
+    assert list(b["objectives"]) == list(SCALARIZERS)  # the manifest's rows, in the library's order
     for r in b["objectives"].values():
         assert 0 <= r["accuracy"] <= 1 and r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
     assert set(b["baselines"]) == {"single_pm_rlaif_baseline", "single_principle_morlaif_baseline"}
@@ -146,7 +177,7 @@ def test_figure_f_agreement(known):
 
 def test_ablation_curve_falls_when_principles_inform():
     pairs, feedback, pm_rows = synthetic(1500, 3000, dict.fromkeys(NAMES, 0.35), seed=3)
-    out = A.run_analysis(pairs, feedback, pm_rows, {"principles": NAMES, "scalarizers": ["linear"]})
+    out = A.run_analysis(pairs, feedback, pm_rows, {"principles": NAMES})
     g = out["G"]
     assert g["order"] == ABLATION_ORDER and g["k"] == list(range(12))
     assert g["rows"][11]["kept"] == ["toxicity"]
@@ -154,7 +185,7 @@ def test_ablation_curve_falls_when_principles_inform():
     assert all(a >= b for a, b in zip(ceiling, ceiling[1:], strict=False)), ceiling
     assert ceiling[0] - ceiling[-1] > 0.15
     assert g["pm"][0] - g["pm"][-1] > 0.1
-    assert ceiling[0] == pytest.approx(out["B"]["multi_pm_ceiling"]["accuracy"])
+    assert ceiling[0] == pytest.approx(out["weights"]["multi_pm_ceiling"]["accuracy"])
 
 
 def test_cli_writes_every_file_with_provenance(known, tmp_path):
@@ -180,13 +211,27 @@ def test_cli_writes_every_file_with_provenance(known, tmp_path):
     assert (
         w["mode"] == "feedback_regression" and w["weights"] == out["weights"]["modes"]["feedback_regression"]["weights"]
     )
+    assert "B" not in A.FILES and not (tmp_path / "analysis" / FB.FILE).exists()  # figure B: its own step
     # deterministic: a second run writes the same numbers
-    first = read_json(tmp_path / "analysis" / A.FILES["B"])
+    first = read_json(tmp_path / "analysis" / A.FILES["G"])
     run("again")
-    second = read_json(tmp_path / "again" / A.FILES["B"])
-    assert first["objectives"] == second["objectives"]
+    second = read_json(tmp_path / "again" / A.FILES["G"])
+    assert first["rows"] == second["rows"] and w["weights"] == read_json(tmp_path / "again" / "weights.json")["weights"]
     with pytest.raises(ValueError):
         A.merge_config({"weights": "ridge"})
+    with pytest.raises(ValueError, match="scalarizers"):  # the rows are figure B's, never the weights' concern
+        A.merge_config({"scalarizers": ["linear"]})
+
+    # figure B's step reads weights.json and the rows it is given
+    arms = [a.to_json() for a in figure_b_arms({"temperature": 0.5}).values()]
+    fb_args = ["--pairs", str(tmp_path / "pairs.jsonl"), "--pm-scores", str(tmp_path / "pm_scores.jsonl"),
+               "--weights", str(tmp_path / "analysis" / "weights.json"), "--arms-json", json.dumps(arms)]  # fmt: skip
+    FB.main([*fb_args, "--tier", "ci", "--out", str(tmp_path / "analysis" / FB.FILE)])
+    b = read_json(tmp_path / "analysis" / FB.FILE)
+    assert set(b["objectives"]) == set(SCALARIZERS) and b["weights_mode"] == "feedback_regression"
+    assert b["scalarizer_params"]["soft_max_min"] == {"temperature": 0.5} and b["labels"]["linear"] == "Linear"
+    assert b["multi_pm_ceiling"]["accuracy"] == w["multi_pm_ceiling"]["accuracy"]
+    assert len(b["provenance"]["inputs"]["weights_sha256"]) == 64 and b["provenance"]["tier"] == "ci"
 
 
 def test_l2_penalty_bounds_weights_on_separable_pairs():

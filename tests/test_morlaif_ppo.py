@@ -12,6 +12,8 @@ import torch
 
 from alignrepro.io import read_json, read_jsonl
 from alignrepro.methods.morlaif import ppo
+from alignrepro.methods.morlaif.arms import arm_of
+from alignrepro.rows import paper_rows
 
 PRINCIPLES = ["a", "b", "c"]
 # q2's conversation extends q1's: q1's rendered prompt is a prefix of q2's (the query lookup must take the longest).
@@ -232,7 +234,7 @@ def trained(ci_model, tmp_path_factory):
         prompt_rows=rows,
         cfg=CFG,
         out=out,
-        scalarizer="linear",
+        scalarizer=arm_of(paper_rows("morlaif")["linear"], {}),  # the arm as the workflow passes it: its row
         weights_path=tmp / "weights.json",
         tier="ci",
         seed=0,
@@ -253,6 +255,7 @@ def test_one_ppo_step_logs_and_changes_the_policy(trained, ci_model):
     assert {f"reward/pm/{p}" for p in PRINCIPLES} <= set(row)
     assert row["kl_coef"] == 0.05 and meta["final_kl_coef"] < 0.05  # KL ≈ 0 < target 6: the coefficient shrinks
     assert meta["prompt_template"] == "chat" and meta["arm"] == "linear" and meta["steps"] == 1
+    assert meta["scalarizer"] == "alignrepro.methods.morlaif.scalarizers:linear" and meta["row"]["pms"] == "principles"
     assert read_json(out / "model.json")["provenance"]["tier"] == "ci"
 
     from safetensors.torch import load_file

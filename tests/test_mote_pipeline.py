@@ -83,7 +83,10 @@ def test_ablation_tables_and_plots(ci_run):
     assert t4 == {"MoTE", "LoRA", "MoTE-minus-both"}
     t6 = {r["row"]: r for r in rows if r["table"] == "table6" and r["source"] == "reproduced"}
     assert set(t6) == {"explicit_extra_datasets", "MoTE"}
-    assert float(t6["explicit_extra_datasets"]["flops_rel"]) == 1.0 and float(t6["MoTE"]["flops_rel"]) > 0
+    # the reference row's flops_rel is 1 by definition: check MoTE's against the two measured counts instead
+    flops = {k: float(t6[k]["flops"]) for k in t6}
+    assert float(t6["MoTE"]["flops_rel"]) == pytest.approx(flops["MoTE"] / flops["explicit_extra_datasets"])
+    assert 0 < float(t6["MoTE"]["flops_rel"]) < 1  # one pass over D_train costs less than the expanded datasets
     f6 = {r["row"] for r in rows if r["table"] == "fig6"}
     assert f6 == {"q_a-12", "adaptive-12"}
     for png in ("fig6_harm_vs_budget.png", "table4_architectures.png"):

@@ -77,16 +77,6 @@ class Loopback:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)  # loopback traffic must not go through a proxy
-    s = Loopback()
-    yield s
-    s.close()
-
-
 def make_client(server: Loopback, **kw) -> tuple[OpenAIChatClient, list[float]]:
     sleeps: list[float] = []
     kw = {"timeout": 5.0, "sleep": sleeps.append} | kw

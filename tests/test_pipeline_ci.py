@@ -14,6 +14,13 @@ from reproducible import differences
 from workflow import job_stats, smk
 
 METHODS = ["Base", "Forward Prediction", "Hindsight", "ILF-MLE", "ILF-DPO", "CUT"]
+# What one CUT row costs: its training, answers, two evaluations, Table 2, its shared benchmarks and the leaderboard
+ONE_CUT_ROW = {
+    **dict.fromkeys(["cut_train", "cut_generate", "eval_accuracy", "eval_winrate", "cut_tables"], 1),
+    **dict.fromkeys(["evals_respond", "evals_alpacaeval", "evals_mtbench", "evals_lmeval", "evals_safety"], 1),
+    "evals_leaderboard": 1,
+    "all": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,22 +87,7 @@ def test_second_run_is_a_noop(ci_run):
 def test_one_hyperparameter_reruns_only_its_row(ci_run):
     res = smk(ci_run, "-n", "--config", "tier=ci", "cut={dpo: {beta: 0.25}}")
     assert res.returncode == 0, res.stderr[-3000:]
-    stats = job_stats(res.stdout + res.stderr)
-    assert stats == {
-        "cut_train": 1,
-        "cut_generate": 1,
-        "eval_accuracy": 1,
-        "eval_winrate": 1,
-        "cut_tables": 1,
-        # the shared benchmarks of that one model, and the leaderboard
-        "evals_respond": 1,
-        "evals_alpacaeval": 1,
-        "evals_mtbench": 1,
-        "evals_lmeval": 1,
-        "evals_safety": 1,
-        "evals_leaderboard": 1,
-        "all": 1,
-    }
+    assert job_stats(res.stdout + res.stderr) == ONE_CUT_ROW
     assert "method=ilf_dpo" in res.stdout + res.stderr
 
 
@@ -129,6 +121,33 @@ def test_a_second_run_gives_identical_results(ci_run, tmp_path):
     for paper in ("cut/ci", "mote/ci", "models"):
         diffs, compared = differences(ci_run, tmp_path, paper)
         assert compared >= 5 and not diffs, (paper, compared, diffs)
+
+
+@pytest.mark.slow
+def test_your_own_row_is_one_folder(ci_run, tmp_path):
+    # the README's recipe: the shipped IPO example copied under a name of one's own, enabled, and pointed at
+    rows = tmp_path / "my_rows"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "methods/cut/rows/ipo", rows / "my_ipo")
+    row = rows / "my_ipo" / "row.yaml"
+    row.write_text(row.read_text().replace("enabled: false", "enabled: true"))
+    work = tmp_path / "copy"
+    shutil.copytree(ci_run, work, symlinks=True)
+    args = ("--config", "tier=ci", f"row_dirs=[{rows}]")
+    plan = smk(work, "-n", *args)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert job_stats(plan.stdout + plan.stderr) == ONE_CUT_ROW  # exactly the new row's jobs and the two aggregates
+    old = {p: p.read_bytes() for p in (work / "results/cut/ci/eval").rglob("*.json")}
+    res = smk(work, *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert all(p.read_bytes() == data for p, data in old.items())  # no old row was evaluated or judged again
+    table = list(csv.DictReader((work / "results/cut/ci/tables/table2_offline.csv").open()))
+    assert [r["method"] for r in table] == [*METHODS, "IPO"] and table[-1]["objective"] == "IPO"
+    meta = json.loads((work / "results/cut/ci/models/ci-random-llama/my_ipo/model.json").read_text())
+    assert meta["row"]["config"] == {"loss_type": ["ipo"]} and table[-1]["model_hash"] == meta["adapter_sha256"]
+    board = {r["model"] for r in csv.DictReader((work / "results/evals/ci/leaderboard.csv").open())}
+    assert "cut/my_ipo" in board
+    win = json.loads((work / "results/cut/ci/eval/winrate/ci-random-llama/my_ipo.json").read_text())
+    assert win["cache"]["hits"] + win["cache"]["misses"] > 0
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ rule eval_winrate:
     benchmark:
         "results/{paper}/{tier}/benchmarks/winrate_{base}_{model_id}.tsv"
     threads: config["threads"]
+    resources: **res_judge("judge_models")
     shell:
         "{PY} -m alignrepro.evals.alpacaeval.winrate --model-outputs {input.model} --reference-outputs "
         "{input.reference} --judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} "

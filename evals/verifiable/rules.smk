@@ -8,5 +8,6 @@ rule eval_accuracy:
         "results/{paper}/{tier}/eval/accuracy/{base}/{model_id}.json",
     log:
         "results/{paper}/{tier}/logs/accuracy_{base}_{model_id}.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.evals.verifiable.accuracy --generations {input} --out {output} --tier {wildcards.tier} > {log} 2>&1"

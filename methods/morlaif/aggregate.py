@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
+from alignrepro.evals.judges.lines import card_line
 from alignrepro.io import atomic_write_json, atomic_write_text, content_sha256, read_json, read_jsonl, sha256_file
 from alignrepro.provenance import provenance
-from alignrepro.reporting import log_to_wandb, md_table, to_csv
+from alignrepro.reporting import MISSING_LABEL, bars_or_missing, log_to_wandb, md_table, plot_value, to_csv
 
-REPORTED_COLUMNS = ["gpt2_medium", "gpt2_large", "gpt2_xl", "gemma_2b", "llama_2_7b"]
 OBJECTIVE_NAMES = {  # reproduced key -> reported row name
     "linear": "linear",
     "max_median": "max_median",
@@ -60,18 +60,6 @@ def load_reported(path: Path) -> dict[str, dict[str, Any]]:
 def reported_cells(table: dict[str, Any], row: str | None) -> list[str]:
     values = table["rows"].get(row) if row else None
     return [f"{v:g}" if isinstance(v, float) else str(v) for v in values] if values else ["–"] * len(table["columns"])
-
-
-def card_line(card: dict[str, Any] | None, judge: str) -> str:
-    if not card:
-        return f"judge `{judge}` (no judge card)"
-    pw = card["pairwise"]
-    c = pw.get("ci95") or [math.nan, math.nan]
-    line = (f"judge `{card['judge_id']}` (card `{card['name']}`: pairwise agreement {pw['agreement']:.1f} % "
-            f"[{c[0]:.1f}, {c[1]:.1f}], n={pw['n']})")  # fmt: skip
-    if card.get("heuristic"):
-        line += " — **a HEURISTIC judge (ci tier): its numbers mean nothing**"
-    return line
 
 
 class Base:
@@ -245,7 +233,38 @@ def claims(bases: list[Base], headline: str) -> list[str]:
     return out
 
 
-def plot_figures(bases: list[Base], rep: dict[str, Any], headline: str, path: Path) -> None:
+def figure_c_slots(names: list[str], reported_columns: list[str]) -> list[tuple[str, int | None, int | None]]:
+    """Figure C's x slots as (tick label, index into the run's bases or None, index into the reported columns or
+    None): a reported base shares the slot of the run base of the same model (gpt2-medium ~ gpt2_medium), else it
+    gets a slot of its own after the run's bases, so each reported bar keeps its own base's label whatever the run's
+    bases are."""
+    slots: list[tuple[str, int | None, int | None]] = [(n, i, None) for i, n in enumerate(names)]
+    by_key = {n.lower().replace("-", "_"): i for i, n in enumerate(names)}
+    for j, col in enumerate(reported_columns):
+        i = by_key.get(col.lower().replace("-", "_"))
+        if i is None:
+            slots.append((col, None, j))
+        else:
+            slots[i] = (names[i], i, j)
+    return slots
+
+
+def plot_figure_c(ax: Any, bases: list[Base], rep: dict[str, Any], headline: str) -> None:
+    t = rep["fig_llm_winrate"]
+    wr = [((bb.c or {}).get("cells", {}).get("single_pm", {}).get(headline, {}) or {}).get("win_rate") for bb in bases]
+    reported = t["rows"]["morlaif_win_rate_pct"]
+    slots = figure_c_slots([bb.name for bb in bases], t["columns"])  # the run's bases come first, in order
+    rep_slots = [k for k, s in enumerate(slots) if s[2] is not None]
+    bars_or_missing(ax, [i - 0.2 for i in range(len(bases))], wr, 0.4, label="reproduced")
+    bars_or_missing(ax, [k + 0.2 for k in rep_slots], [reported[slots[k][2]] for k in rep_slots], 0.4, label="reported")
+    ax.set_xticks(range(len(slots)), [s[0] for s in slots], rotation=30, fontsize=7)
+    ax.axhline(50, color="grey", lw=0.7, ls=":")
+    ax.set_title(f"C: MORLAIF ({headline}) vs single-PM, win rate %")
+    ax.legend(fontsize=7)
+
+
+def plot_figures(bases: list[Base], rep: dict[str, Any], headline: str, path: Path) -> Any:
+    """Writes the PNG and returns the (closed) Figure, whose artists tests inspect."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,39 +273,33 @@ def plot_figures(bases: list[Base], rep: dict[str, Any], headline: str, path: Pa
 
     b = bases[0]
     fig, ax = plt.subplots(2, 3, figsize=(17, 9.5))
-    # A
+    # A (a missing accuracy, e.g. n = 0, or a principle the paper does not report: "n/a", never a bar of height 0)
     ps = list(b.a["principles"])
     x = np.arange(len(ps))
-    acc = [b.a["principles"][p]["accuracy"] or 0 for p in ps]
-    ax[0, 0].bar(x - 0.2, acc, 0.4, label=f"reproduced ({b.name})")
+    acc = [b.a["principles"][p]["accuracy"] for p in ps]
+    bars_or_missing(ax[0, 0], list(x - 0.2), acc, 0.4, label=f"reproduced ({b.name})")
     ra = rep["fig_principle_accuracy"]["rows"]
-    ax[0, 0].bar(x + 0.2, [ra.get(p, [np.nan])[0] for p in ps], 0.4, label="reported GPT-2-medium")
+    bars_or_missing(ax[0, 0], list(x + 0.2), [ra.get(p, [None])[0] for p in ps], 0.4, label="reported GPT-2-medium")
     ax[0, 0].set_xticks(x, ps, rotation=70, fontsize=7)
     ax[0, 0].set_title("A: PM accuracy vs feedback labels")
     ax[0, 0].axhline(0.5, color="grey", lw=0.7, ls=":")
     ax[0, 0].legend(fontsize=7)
     # B
     keys = list(b.b["objectives"]) + list(b.b["baselines"])
-    vals = [(b.b["objectives"].get(k) or b.b["baselines"].get(k))["accuracy"] or 0 for k in keys]
+    vals = [(b.b["objectives"].get(k) or b.b["baselines"].get(k))["accuracy"] for k in keys]
     rb = rep["fig_objective_accuracy"]["rows"]
     x = np.arange(len(keys))
-    ax[0, 1].bar(x - 0.2, vals, 0.4, label="reproduced")
-    ax[0, 1].bar(x + 0.2, [rb.get(OBJECTIVE_NAMES.get(k) or "", [np.nan])[0] for k in keys], 0.4, label="reported")
-    ax[0, 1].axhline(b.b["multi_pm_ceiling"]["accuracy"] or 0, color="C0", ls="--", lw=1, label="ceiling (reproduced)")
+    bars_or_missing(ax[0, 1], list(x - 0.2), vals, 0.4, label="reproduced")
+    rep_b = [rb.get(OBJECTIVE_NAMES.get(k) or "", [None])[0] for k in keys]
+    bars_or_missing(ax[0, 1], list(x + 0.2), rep_b, 0.4, label="reported")
+    if plot_value(b.b["multi_pm_ceiling"]["accuracy"]) is not None:  # no line at 0 for a ceiling not measured
+        ax[0, 1].axhline(b.b["multi_pm_ceiling"]["accuracy"], color="C0", ls="--", lw=1, label="ceiling (reproduced)")
     ax[0, 1].axhline(0.825, color="C1", ls="--", lw=1, label="ceiling (reported)")
     ax[0, 1].set_xticks(x, keys, rotation=70, fontsize=7)
     ax[0, 1].set_title("B: combined accuracy vs human labels")
     ax[0, 1].legend(fontsize=7)
     # C
-    names = [bb.name for bb in bases]
-    wr = [((bb.c or {}).get("cells", {}).get("single_pm", {}).get(headline, {}) or {}).get("win_rate") for bb in bases]
-    ax[0, 2].bar(np.arange(len(names)) - 0.2, [w or 0 for w in wr], 0.4, label="reproduced")
-    ax[0, 2].bar(np.arange(5) + 0.2, rep["fig_llm_winrate"]["rows"]["morlaif_win_rate_pct"], 0.4, label="reported")
-    ax[0, 2].set_xticks(range(max(5, len(names))), [*names, *REPORTED_COLUMNS][: max(5, len(names))], rotation=30,
-                        fontsize=7)  # fmt: skip
-    ax[0, 2].axhline(50, color="grey", lw=0.7, ls=":")
-    ax[0, 2].set_title(f"C: MORLAIF ({headline}) vs single-PM, win rate %")
-    ax[0, 2].legend(fontsize=7)
+    plot_figure_c(ax[0, 2], bases, rep, headline)
     # F
     mat = np.array([[np.nan if v is None else v for v in row] for row in b.f["agreement"]])
     im = ax[1, 0].imshow(mat, vmin=0, vmax=1, cmap="viridis")
@@ -310,6 +323,7 @@ def plot_figures(bases: list[Base], rep: dict[str, Any], headline: str, path: Pa
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def figures(args: argparse.Namespace) -> None:
@@ -440,13 +454,17 @@ def figure_e(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    mat = np.array([[np.nan if row == col else m["cells"][row][col]["win_rate"] for col in arms] for row in arms])
+    # a cell not judged (absent or None) stays blank with "n/a": never a 0 % colour
+    wins = [[None if row == col else plot_value((m["cells"][row].get(col) or {}).get("win_rate")) for col in arms]
+            for row in arms]  # fmt: skip
+    mat = np.array([[np.nan if v is None else v for v in r] for r in wins], dtype=float)
     fig, ax = plt.subplots(figsize=(7.5, 6))
     im = ax.imshow(mat, vmin=0, vmax=100, cmap="RdBu")
     for i in range(len(arms)):
         for j in range(len(arms)):
-            if not np.isnan(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:.0f}", ha="center", va="center", fontsize=8)
+            if i != j:
+                text = MISSING_LABEL if np.isnan(mat[i, j]) else f"{mat[i, j]:.0f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(arms)), arms, rotation=60, fontsize=8)
     ax.set_yticks(range(len(arms)), arms, fontsize=8)
     ax.set_title("E: win rate of column vs row (%)")

@@ -1,4 +1,7 @@
-"""MORLAIF analysis (paper note §1.4, §4): principle weights, the multi-PM ceiling and the data of figures A, B, F, G.
+"""MORLAIF analysis (paper note §1.4, §4): principle weights, the multi-PM ceiling and the data of figures A, F, G.
+
+Nothing here depends on the arms: every PPO arm reads weights.json, so a new scalarizer row must not rewrite it.
+Figure B (one accuracy per scalarizer row) is its own step, figure_b.py, reading weights.json.
 
 Inputs: data/pairs.jsonl, feedback/<principle>.jsonl, pm_scores.jsonl. Outputs in --out-dir (json, with provenance):
 
@@ -12,11 +15,9 @@ Inputs: data/pairs.jsonl, feedback/<principle>.jsonl, pm_scores.jsonl. Outputs i
                                       by their train std; the weights then multiply z-scored PM scores;
                                     uniform: every weight 1.
                                   All three are recorded; `weights` is the chosen one.
+                                  `multi_pm_ceiling`: logistic regression on the feedback margins (fit on labelled
+                                  train, accuracy on labelled test), figure B's ceiling
   fig_a_principle_accuracy.json   each PM (12 + cai + hhh) vs its own feedback labels, split "test"
-  fig_b_objective_accuracy.json   every scalarizer on z-scored, weighted PM scores of a and b (prefer the larger) vs
-                                  the human labels of the labelled test pairs; the single-PM baselines (cai PM, hhh
-                                  PM, raw scores) and the multi-PM ceiling (logistic regression on the feedback
-                                  margins: fit on labelled train, accuracy on labelled test)
   fig_f_principle_agreement.json  share of pairs on which two principles' feedback labels agree (+ the human label)
   fig_g_principle_ablation.json   refit after dropping the first k principles of ABLATION_ORDER (k = 0..n-1): the
                                   ceiling (feedback features) and the PMs (z-scored PM score differences)
@@ -42,7 +43,6 @@ import torch
 from alignrepro.evals.verifiable.accuracy import wilson as wilson_pct
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file
 from alignrepro.methods.morlaif.principles import ABLATION_ORDER, BASELINES, PRINCIPLES
-from alignrepro.methods.morlaif.scalarizers import DEFAULT_PARAMS, SCALARIZERS, scalarize
 
 log = logging.getLogger("morlaif.analysis")
 
@@ -50,8 +50,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "principles": list(PRINCIPLES),
     "baselines": list(BASELINES),
     "weights": "pm_regression",
-    "scalarizers": list(SCALARIZERS),
-    "scalarizer_params": {k: v for k, v in DEFAULT_PARAMS.items() if k != "variances"},
     "agreement_split": "all",  # the paper used HH train; "all" gives more pairs at the tiny tier
     "max_iter": 10000,
     "l2_C": None,  # None: un-penalised (the paper); a float: L2 with that inverse strength (tiny: few pairs)
@@ -62,7 +60,6 @@ BASELINE_NAMES = {"cai": "single_pm_rlaif_baseline", "hhh": "single_principle_mo
 FILES = {
     "weights": "weights.json",
     "A": "fig_a_principle_accuracy.json",
-    "B": "fig_b_objective_accuracy.json",
     "F": "fig_f_principle_agreement.json",
     "G": "fig_g_principle_ablation.json",
 }
@@ -288,39 +285,6 @@ def compute_weights(data: Data, cfg: dict[str, Any], stats: dict) -> dict[str, A
     }
 
 
-def figure_b(data: Data, cfg: dict[str, Any], stats: dict, weights: dict, ceiling: dict) -> dict[str, Any]:
-    principles = cfg["principles"]
-    test = data.with_scores(data.ids("test", labelled=True), principles)
-    truth = data.human(test)
-    za = torch.tensor(zscored(data, test, principles, stats, "a"))
-    zb = torch.tensor(zscored(data, test, principles, stats, "b"))
-    w = torch.tensor([weights["weights"][p] for p in principles], dtype=torch.float64)
-    objectives = {}
-    for name in cfg["scalarizers"]:
-        if not len(test):
-            objectives[name] = accuracy(truth, truth)  # n = 0: accuracy None
-            continue
-        ra = scalarize(name, za, w, **cfg["scalarizer_params"])
-        rb = scalarize(name, zb, w, **cfg["scalarizer_params"])
-        objectives[name] = accuracy((ra > rb).int().numpy(), truth)
-    baselines = {}
-    for b in cfg["baselines"]:
-        ids = data.with_scores(data.ids("test", labelled=True), [b])
-        if not len(ids):
-            continue
-        pred = (data.pm(ids, [b], "a")[:, 0] > data.pm(ids, [b], "b")[:, 0]).astype(int)
-        baselines[BASELINE_NAMES.get(b, b)] = {**accuracy(pred, data.human(ids)), "pm": b}
-    return {
-        "split": "test",
-        "reference": "human label (labelled pairs)",
-        "weights_mode": weights["mode"],
-        "scalarizer_params": cfg["scalarizer_params"],
-        "objectives": objectives,
-        "baselines": baselines,
-        "multi_pm_ceiling": {k: ceiling[k] for k in ("accuracy", "n", "correct", "ci95")},
-    }
-
-
 def figure_f(data: Data, cfg: dict[str, Any]) -> dict[str, Any]:
     names = [p for p in [*cfg["principles"], *cfg["baselines"]] if data.has_feedback(p)]
     ids = data.ids(None if cfg["agreement_split"] == "all" else cfg["agreement_split"])
@@ -376,7 +340,7 @@ def reward_params(
     weights_doc: dict[str, Any], principles: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean, std, weights), each Tensor[P] in `principles` order, from weights.json: the reward of PM scores s [..., P]
-    is scalarize(name, (s - mean) / std, weights), exactly as figure B scores the test pairs."""
+    is scalarize(fn, (s - mean) / std, weights), exactly as figure B (figure_b.py) scores the test pairs."""
     missing = [p for p in principles if p not in weights_doc["weights"]]
     if missing:
         raise KeyError(f"weights.json has no weight for {missing}")
@@ -389,12 +353,11 @@ def reward_params(
 # ---------------------------------------------------------------------------------------------------- driver
 def merge_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     out = {**DEFAULT_CONFIG, **(cfg or {})}
-    out["scalarizer_params"] = {**DEFAULT_CONFIG["scalarizer_params"], **(cfg or {}).get("scalarizer_params", {})}
+    unknown = sorted(set(out) - set(DEFAULT_CONFIG))
+    if unknown:  # e.g. the former `scalarizers`/`scalarizer_params`: figure B's, never the weights'
+        raise ValueError(f"analysis config: unknown keys {unknown} (known: {sorted(DEFAULT_CONFIG)})")
     if out["weights"] not in WEIGHT_MODES:
         raise ValueError(f"weights must be one of {WEIGHT_MODES}, not {out['weights']!r}")
-    unknown = set(out["scalarizers"]) - set(SCALARIZERS)
-    if unknown:
-        raise ValueError(f"unknown scalarizers {sorted(unknown)}")
     return out
 
 
@@ -416,7 +379,6 @@ def run_analysis(
     return {
         "weights": weights,
         "A": figure_a(data, pm_principles),
-        "B": figure_b(data, cfg, stats, weights, ceiling),
         "F": figure_f(data, cfg),
         "G": figure_g(data, cfg, stats),
     }
@@ -455,11 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     for key, name in FILES.items():
         atomic_write_json(args.out_dir / name, {**outputs[key], "provenance": prov})
-    b = outputs["B"]
     log.info(
-        "ceiling %.3f; linear %.3f; weights (%s): %s",
-        b["multi_pm_ceiling"]["accuracy"] or float("nan"),
-        b["objectives"].get("linear", {}).get("accuracy") or float("nan"),
+        "ceiling %.3f; weights (%s): %s",
+        outputs["weights"]["multi_pm_ceiling"]["accuracy"] or float("nan"),
         cfg["weights"],
         {k: round(v, 2) for k, v in outputs["weights"]["weights"].items()},
     )

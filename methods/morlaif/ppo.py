@@ -9,6 +9,7 @@ Read top to bottom:
      T positions, so whichever position `get_reward` picks (the last response token) reads the same row; `score`
      then applies the z-score (analysis/weights.json), the weights and the scalarizer, and trlx's "running" reward
      scaling and clipping (the paper's `scale_reward: running`, `cliprange_reward: 10`) → [B, T, 1].
+     The arm is a row (methods/morlaif/arms.py, `--row-json`): its scalarizer function, its params and its PMs.
      The single-PM arm: scalarizer "identity", one PM (cai), raw score (no z-score, no weights).
   2. adaptive KL (Ziegler et al. / trlx): TRL 1.12 reads a fixed `args.kl_coef` every step, so a callback updates
      `args.kl_coef` from the logged `objective/kl` after each step (`adaptive_kl_update`).
@@ -55,6 +56,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from alignrepro.io import content_sha256, read_json, read_jsonl, stable_hash
+from alignrepro.methods.morlaif.arms import Arm
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
 
 log = logging.getLogger("morlaif.ppo")
@@ -163,7 +165,8 @@ class ScalarizedPMReward(nn.Module):
     bank: .principles, .score_texts(texts, batch_size) -> Tensor[N, P] (a PMBank or a test fake);
     prompts: {query token ids with pads dropped: messages}; the policy tokenizer decodes responses;
     render(messages, response) -> the PM text (default: pm.render_pm_text with the bank's tokenizer);
-    zscore: (mean[P], std[P]) or None; weights[P] or None; scalarizer: a name of scalarizers.SCALARIZERS or "identity".
+    zscore: (mean[P], std[P]) or None; weights[P] or None; scalarizer: a name of scalarizers.SCALARIZERS,
+    "identity", or a function f(r, **params) (an arm row's).
     """
 
     base_model_prefix = "pm_backbone"  # get_reward calls getattr(model, base_model_prefix)(...)
@@ -173,7 +176,7 @@ class ScalarizedPMReward(nn.Module):
         bank: Any,
         tokenizer: Any,
         prompts: dict[tuple[int, ...], list[dict[str, str]]],
-        scalarizer: str,
+        scalarizer: str | Callable[..., torch.Tensor],
         weights: torch.Tensor | None = None,
         zscore: tuple[torch.Tensor, torch.Tensor] | None = None,
         scalarizer_params: dict[str, Any] | None = None,
@@ -186,7 +189,7 @@ class ScalarizedPMReward(nn.Module):
         self.principles = list(bank.principles)
         if scalarizer == IDENTITY and len(self.principles) != 1:
             raise ValueError(f"scalarizer 'identity' takes exactly one PM, got {self.principles}")
-        if scalarizer != IDENTITY:
+        if isinstance(scalarizer, str) and scalarizer != IDENTITY:
             from alignrepro.methods.morlaif.scalarizers import SCALARIZERS
 
             if scalarizer not in SCALARIZERS:
@@ -512,7 +515,7 @@ def run_ppo(
     prompt_rows: list[dict[str, Any]],
     cfg: dict[str, Any],
     out: str | Path,
-    scalarizer: str,
+    scalarizer: str | Arm,
     weights_path: str | Path | None,
     tier: str,
     seed: int,
@@ -521,7 +524,10 @@ def run_ppo(
     render: Callable[[list[dict[str, str]], str], str] | None = None,
     provenance_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one arm and save it to `out` (adapter/, train_log.jsonl, model.json last). Returns model.json's dict."""
+    """Train one arm and save it to `out` (adapter/, train_log.jsonl, model.json last). Returns model.json's dict.
+
+    `scalarizer`: the arm's row (its function, params and PMs), or a SCALARIZERS name / "identity" with the config's
+    `scalarizer_params`."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, set_seed
 
@@ -551,19 +557,26 @@ def run_ppo(
     ids_list, lookup = build_prompts(prompt_rows, tok, cfg["max_prompt_length"])
     principles = list(bank.principles)
     weights = zscore = None
-    if scalarizer != IDENTITY:
+    row = scalarizer if isinstance(scalarizer, Arm) else None
+    if row is not None:
+        fn, params, weighted = row.function(), row.params, row.weighted
+        if not weighted and principles != [row.pms]:
+            raise ValueError(f"arm {row.name!r} scores PM {row.pms!r} alone, but the bank has {principles}")
+    else:
+        fn, params, weighted = scalarizer, cfg["scalarizer_params"], scalarizer != IDENTITY
+    if weighted:
         if weights_path is None:
-            raise ValueError(f"scalarizer {scalarizer!r} needs --weights (z-score stats and principle weights)")
+            raise ValueError(f"arm {arm!r} needs --weights (z-score stats and principle weights)")
         mean, std, weights = load_weights_file(weights_path, principles)
         zscore = (mean, std)
     reward = ScalarizedPMReward(
         bank,
         tok,
         lookup,
-        scalarizer,
+        fn,
         weights=weights,
         zscore=zscore,
-        scalarizer_params=cfg["scalarizer_params"],
+        scalarizer_params=params,
         reward_scale=cfg["reward"]["scale"],
         reward_clip=cfg["reward"]["clip"],
         render=render,
@@ -612,8 +625,9 @@ def run_ppo(
             "method": "morlaif_ppo",
             "prompt_template": "chat",
             "arm": arm,
-            "scalarizer": scalarizer,
-            "scalarizer_params": cfg["scalarizer_params"],
+            "scalarizer": row.scalarizer if row else scalarizer,
+            "scalarizer_params": params,
+            "row": row.to_json() if row else None,
             "principles": principles,
             "weights": None if weights is None else dict(zip(principles, weights.tolist(), strict=True)),
             "config": cfg,
@@ -650,7 +664,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--pms-json", required=True, help='{"principle": "pms/<principle>", ...} (PM folders, bank order)')
     p.add_argument("--weights", type=Path, help="analysis/weights.json (z-score stats + weights); not for identity")
-    p.add_argument("--scalarizer", required=True, help="a scalarizers.SCALARIZERS name, or 'identity' (single PM)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--row-json", help="the arm's row as the workflow resolved it (methods/morlaif/arms.py Arm)")
+    how.add_argument("--scalarizer", help="a scalarizers.SCALARIZERS name, or 'identity' (single PM), with the "
+                     "config's scalarizer_params")  # fmt: skip
     p.add_argument("--prompts", type=Path, required=True, help="prompts_train.jsonl ({id, messages})")
     p.add_argument("--config-json", required=True, help="the morlaif.ppo config subtree as JSON (see DEFAULTS)")
     p.add_argument("--wandb-json", default='{"mode": "disabled", "project": "alignrepro"}', help="W&B settings")
@@ -683,7 +700,7 @@ def main(argv: list[str] | None = None) -> None:
         prompt_rows=read_jsonl(args.prompts),
         cfg=cfg,
         out=args.out,
-        scalarizer=args.scalarizer,
+        scalarizer=Arm.from_json(json.loads(args.row_json)) if args.row_json else args.scalarizer,
         weights_path=args.weights,
         tier=args.tier,
         seed=args.seed,

@@ -23,8 +23,13 @@ worked at batch size 1 (note §7.7); here each sample is reduced on its own.
 |                      | nash="product": prod_i r_i, the official raw product  |                                 |
 |                      |   (sign flips with an odd number of negative scores)  |                                 |
 
-`scalarize(name, scores, weights=None, **params)` is the one entry point; `params` may carry parameters of other
-scalarizers too (one shared params dict for every PPO arm), but a name no scalarizer knows is an error.
+`scalarize(scalarizer, scores, weights=None, **params)` is the one entry point (`scalarizer`: a name here, or any
+function `f(r, **own_params) -> Tensor[...]`, such as a row folder's); `params` may carry parameters of other
+scalarizers too (one shared params dict for every arm), but a name neither the scalarizer nor `DEFAULT_PARAMS`
+knows is an error. `identity` (the single-PM arm: one PM's score) is no scalarizer of figure B, so not in SCALARIZERS.
+
+The arms of the workflow are rows (methods/morlaif/paper.yaml, methods/morlaif/arms.py): each names its function
+as "alignrepro.methods.morlaif.scalarizers:<name>", or "file.py:<name>" in a row folder.
 """
 
 from __future__ import annotations
@@ -80,6 +85,13 @@ def lower_quantile(r: torch.Tensor, quantile: float = 1 / 3) -> torch.Tensor:
     return r.sort(dim=-1).values[..., :m].mean(dim=-1)
 
 
+def identity(r: torch.Tensor) -> torch.Tensor:
+    """The single-PM arm: the one PM's score (no weights, no z-score: the row scores one baseline PM)."""
+    if r.shape[-1] != 1:
+        raise ValueError(f"identity takes exactly one PM score per sample, got {r.shape[-1]}")
+    return r[..., 0]
+
+
 def bernoulli_nash(r: torch.Tensor, nash: str = "sigmoid") -> torch.Tensor:
     if nash == "sigmoid":
         # exp(mean(log sigmoid(r))) = geometric mean of sigmoid(r_i), computed in log space for stability.
@@ -106,15 +118,32 @@ DEFAULT_PARAMS: dict[str, object] = {
     "quantile": 1 / 3,
     "nash": "sigmoid",
 }
-_PARAMS = {name: set(inspect.signature(fn).parameters) - {"r"} for name, fn in SCALARIZERS.items()}
 
 
-def scalarize(name: str, scores: torch.Tensor, weights: torch.Tensor | None = None, **params: object) -> torch.Tensor:
+def accepted_params(fn: Callable[..., torch.Tensor]) -> set[str] | None:
+    """The keyword parameters a scalarizer takes after its scores (None: it takes **kwargs, so any)."""
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def scalarize(
+    scalarizer: str | Callable[..., torch.Tensor],
+    scores: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    **params: object,
+) -> torch.Tensor:
     """scores [..., P] (P principles on the last axis), weights [P] or None -> rewards [...]."""
-    if name not in SCALARIZERS:
-        raise KeyError(f"unknown scalarizer {name!r}; expected one of {', '.join(SCALARIZERS)}")
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
+    if callable(scalarizer):
+        fn = scalarizer
+    elif scalarizer in SCALARIZERS or scalarizer == "identity":
+        fn = SCALARIZERS.get(scalarizer, identity)
+    else:
+        raise KeyError(f"unknown scalarizer {scalarizer!r}; expected one of {', '.join(SCALARIZERS)}")
+    accepted = accepted_params(fn)
+    unknown = set(params) - set(DEFAULT_PARAMS) - (accepted or set())
+    if unknown and accepted is not None:
         raise TypeError(f"unknown scalarizer parameter(s) {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
     scores = torch.as_tensor(scores)
     if scores.dim() == 0:
@@ -125,5 +154,5 @@ def scalarize(name: str, scores: torch.Tensor, weights: torch.Tensor | None = No
         if w.shape != scores.shape[-1:]:
             raise ValueError(f"weights has shape {tuple(w.shape)}, expected ({scores.shape[-1]},)")
         r = scores * w
-    own = {k: v for k, v in params.items() if k in _PARAMS[name]}
-    return SCALARIZERS[name](r, **own)
+    own = params if accepted is None else {k: v for k, v in params.items() if k in accepted}
+    return fn(r, **own)

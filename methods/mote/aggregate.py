@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
+from alignrepro.evals.judges.lines import card_line
 from alignrepro.io import atomic_write_json, read_json
-from alignrepro.methods.morlaif.aggregate import card_line
 from alignrepro.provenance import provenance
-from alignrepro.reporting import log_to_wandb, md_table, to_csv
+from alignrepro.reporting import bars_or_missing, log_to_wandb, md_table, plot_value, to_csv
 
 log = logging.getLogger("mote.aggregate")
 COLS = {  # our column -> the reported YAML's column
@@ -48,11 +48,10 @@ HEAD = {
 # Judge-free: harmful test prompts answered with a refusal (XSTest's prefixes). No reported counterpart; shown because
 # a small judge's harmlessness ratings can sit below the threshold for every answer (SmolLM2 at tiny).
 EXTRA = ["harm_strmatch"]
-BASELINE_ROWS = {
-    "sft": "SFT",
-    "critique_revise": "Critique-Revise",
-    "mistake_analysis": "Mistake-Analysis",
-    "rlcd": "RLCD",
+# Table 1's baselines are rows (methods/mote/paper.yaml, row folders): label and note come in the spec's "baselines"
+BASELINE_NOTE = {  # a row without a note of its own
+    "trl:SFTTrainer": "LoRA SFT on its self-made data",
+    "trl:DPOTrainer": "LoRA DPO on its self-made pairs",
 }
 PROMPTING_ROWS = {
     "prompt-plain": "WVU",
@@ -73,7 +72,6 @@ ARCH_ROWS = {
     "mote_no_both": "MoTE-minus-both",
 }
 ROW_NOTES = {
-    "RLCD": "DPO on self-generated contrast pairs (RLCD's PM + PPO replaced)",
     "MixLoRA": "token-gated LoRA-MoE + contrastive expert loss (v5 cites MoELoRA as 'MixLoRA')",
     "WVU": "plain prompting of the base model",
 }
@@ -165,13 +163,12 @@ def build_tables(spec: dict[str, Any], reported: dict[str, Any]) -> tuple[dict[s
         note = f"adaptive inference, chains {spec['template']}{chain_shapes(root / base / 'answers' / 'mote' / 'mote')}"
         t1.append(j.row("table1", f"MoTE-{base}", "MoTE", note))
         if base == spec["main"]:
-            for b in spec["baselines"]:
-                name = BASELINE_ROWS[b]
-                note = ROW_NOTES.get(name, "LoRA SFT on its self-made data")
-                meta = root / base / "models" / f"baseline_{b}" / "model.json"
+            for b in spec["baselines"]:  # {name, label, trainer, note}, in the order the rules list the rows
+                note = b.get("note") or BASELINE_NOTE[b["trainer"]]
+                meta = root / base / "models" / f"baseline_{b['name']}" / "model.json"
                 if meta.is_file() and read_json(meta).get("untrained_no_data"):
                     note = "UNTRAINED: its data step kept no rows (= the base model); " + note
-                t1.append(j.row("table1", name, f"baseline_{b}", note))
+                t1.append(j.row("table1", b["label"], f"baseline_{b['name']}", note))
     t2 = []
     for name, v in reported["table2"]["rows"].items():
         t2.append({"table": "table2", "row": name, "source": "reported (v5)", **v,
@@ -274,7 +271,8 @@ def build_ablations(spec: dict[str, Any], reported: dict[str, Any]) -> tuple[dic
     return {"table4": t4, "table6": t6, "fig6": f6}, fig6, j4
 
 
-def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> None:
+def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> tuple[Any, Any]:
+    """Writes the two PNGs and returns their (closed) Figures, whose artists tests inspect."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,8 +281,10 @@ def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     modes = sorted({r["mode"] for r in tables["fig6"]})
     for m in modes:
-        pts = sorted((r["mean_output_tokens"] or r["budget"], r["harm"]) for r in tables["fig6"] if r["mode"] == m)
-        pts = [(x, y) for x, y in pts if y is not None]
+        pts = [
+            (r["mean_output_tokens"] or r["budget"], plot_value(r["harm"])) for r in tables["fig6"] if r["mode"] == m
+        ]
+        pts = sorted((x, y) for x, y in pts if y is not None)  # a missing Harm is left out, a real 0 % stays
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=m)
     ax.set_xlabel(
@@ -297,14 +297,16 @@ def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> None:
     fig.tight_layout()
     fig.savefig(out / "fig6_harm_vs_budget.png", dpi=120)
     plt.close(fig)
+    fig6 = fig
 
     rows = tables["table4"]
     names = list(dict.fromkeys(r["row"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, col in zip(axes, ("harm", "help"), strict=True):
         for k, src in enumerate(("reported (v5)", "reproduced")):
+            # an arch the paper reports but this tier does not run: "n/a", not a bar of height 0
             vals = [next((r[col] for r in rows if r["row"] == n and r["source"] == src), None) for n in names]
-            ax.bar([i + 0.4 * k for i in range(len(names))], [v if v is not None else 0 for v in vals], 0.4, label=src)
+            bars_or_missing(ax, [i + 0.4 * k for i in range(len(names))], vals, 0.4, label=src)
         ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=60, ha="right", fontsize=7)
         ax.set_title(HEAD[col], fontsize=9)
         ax.legend(fontsize=7)
@@ -312,6 +314,7 @@ def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> None:
     fig.tight_layout()
     fig.savefig(out / "table4_architectures.png", dpi=120)
     plt.close(fig)
+    return fig6, fig
 
 
 def cmd_ablations(args: argparse.Namespace, spec: dict[str, Any]) -> None:

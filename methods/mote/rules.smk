@@ -9,8 +9,6 @@ MT_MAIN = MT["bases"][0]  # baselines, Table 3, the ablations: the paper's main 
 MT_TV = MT["chains"]["template"]
 MT_WANDB = as_json(config["wandb"])
 MT_TRAIN = as_json({**MT["train"], "dtype": config["dtype"]})
-MT_BASE_TRAIN = as_json({"train": MT["train"]["train"], "lora": MT["train"]["lora"], "dpo": MT["dpo"],
-                         "dtype": config["dtype"]})
 MT_CHAIN_GEN = as_json({**MT["chains"]["generation"], "dtype": config["dtype"], "seed": config["seed"]})
 MT_PLAIN_GEN = as_json({**MT["baseline_generation"], "dtype": config["dtype"], "seed": config["seed"]})
 MT_ARCHS = ["mote"] + [a for a in MT["archs"] if a != "mote"]
@@ -18,6 +16,39 @@ MT_JB = MT["jailbreak"]  # MoTE's own jailbreak pool (the shared one has 1 templ
 MT_SAFETY = f"{MT_R}/data/jailbreak/manifest.json" if MT_JB else []
 MT_FIG6 = [f"{m}-{b}" for m in MT["fig6"]["modes"] for b in MT["fig6"]["budgets"]]
 MT_CARD = f"results/judges/{MT['judge']}.json"  # rule judge_card (evals/shared.smk)
+
+
+def mt_checked(row):
+    """A row's builder options against its builder's signature, at start (a typo fails here, naming row.yaml)."""
+    from alignrepro.errors import UserError
+    from alignrepro.methods.mote.baselines import bind_options
+
+    try:
+        bind_options(row.load("data"), row.spec.get("options") or {})
+    except UserError as e:
+        raise UserError(f"{row.source}: row {row.name!r} field 'options': {e}") from e
+    return row
+
+
+# Table 1's baselines: the manifest's rows that `mote.baselines` names, then every enabled row folder
+# (alignrepro.rows); each is checked now (fields, builder, options), so a row that cannot be built fails before any job.
+MT_ROWS = {r.name: mt_checked(r) for r in enabled_rows("mote", MT["baselines"], config["row_dirs"])}
+MT_ROW_RE = "|".join(map(re.escape, MT_ROWS)) or "(?!)"  # (?!): no row, no match
+
+
+def mt_row_json(name, *fields):
+    """The part of a row a job depends on, through params: a changed builder or options reruns the row's data,
+    a changed trainer setting its training only, a changed label only the tables."""
+    row = MT_ROWS[name].public()
+    return as_json({k: row[k] for k in ("name", *fields) if k in row})
+
+
+def mt_train_cfg(name):
+    """The run's LoRA budget (every baseline trains with MoTE's), plus mote.dpo for DPO rows only."""
+    cfg = {"train": MT["train"]["train"], "lora": MT["train"]["lora"], "dtype": config["dtype"]}
+    if MT_ROWS[name].spec["trainer"] == "trl:DPOTrainer":
+        cfg["dpo"] = MT["dpo"]
+    return as_json(cfg)
 
 
 def mt_infer_args(g):
@@ -34,7 +65,7 @@ def mt_table1_systems(base):
     """Table 1 rows reproduced at this tier: MoTE on every base, the baselines on the main base."""
     systems = {"MoTE": f"{MT_R}/{base}/answers/mote/mote.jsonl"}
     if base == MT_MAIN:
-        systems |= {f"baseline_{b}": f"{MT_R}/{base}/answers/baseline/{b}.jsonl" for b in MT["baselines"]}
+        systems |= {f"baseline_{b}": f"{MT_R}/{base}/answers/baseline/{b}.jsonl" for b in MT_ROWS}
     return systems
 
 
@@ -73,6 +104,7 @@ rule mote_jailbreak_prompts:
         seed=config["seed"],
     log:
         f"{MT_R}/logs/jailbreak_prompts.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.evals.safety.prompts --out-dir $(dirname {output}) --n-harmful 1 --n-benign 1 "
         "--n-jailbreak {params.n} --templates-per-request {params.k} --seed {params.seed} > {log} 2>&1"
@@ -93,6 +125,7 @@ rule mote_queries:
         seed=config["seed"],
     log:
         f"{MT_R}/logs/queries.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.mote.queries --data-json {params.data:q} --seed {params.seed} "
         "--out-dir $(dirname {output.train}) --tier {TIER} > {log} 2>&1"
@@ -111,6 +144,7 @@ rule mote_eval_prompts:
     priority: MT_PRIORITY["mote_eval_prompts"]
     log:
         f"{MT_R}/logs/eval_prompts.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.mote.evaluate prompts --test {input.test} {params.jb} --tier {TIER} "
         "--out {output} > {log} 2>&1"
@@ -131,6 +165,7 @@ rule mote_chains:
         f"{MT_R}/benchmarks/chains_{{base}}.tsv"
     threads: config["threads"]
     priority: MT_PRIORITY["mote_chains"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.methods.mote.chains --model $(dirname {input.model}) --queries {input.queries} "
         "--template {MT_TV} --gen-json {params.gen:q} --tier {TIER} --out {output} > {log} 2>&1"
@@ -146,6 +181,7 @@ rule mote_self_bleu:
         seed=config["seed"],
     log:
         f"{MT_R}/logs/self_bleu_{{base}}.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.mote.self_bleu --chains {input} {params.mh} --seed {params.seed} --tier {TIER} "
         "--out {output} > {log} 2>&1"
@@ -159,18 +195,21 @@ rule mote_baseline_data:
     output:
         f"{MT_R}/{{base}}/baselines/{{baseline}}.jsonl",
     wildcard_constraints:
-        baseline="sft|critique_revise|mistake_analysis|rlcd",
+        baseline=MT_ROW_RE,
     params:
         gen=MT_PLAIN_GEN,
+        row=lambda w: mt_row_json(w.baseline, "data", "options", "folder"),
     log:
         f"{MT_R}/logs/baseline_data_{{base}}_{{baseline}}.log",
     benchmark:
         f"{MT_R}/benchmarks/baseline_data_{{base}}_{{baseline}}.tsv"
     threads: config["threads"]
     priority: MT_PRIORITY["mote_baseline_data"]
+    resources: **res("infer")
     shell:
-        "{PY} -m alignrepro.methods.mote.baselines {wildcards.baseline} --model $(dirname {input.model}) "
-        "--queries {input.queries} --gen-json {params.gen:q} --tier {TIER} --out {output} > {log} 2>&1"
+        "{PY} -m alignrepro.methods.mote.baselines {wildcards.baseline} --row-json {params.row:q} "
+        "--model $(dirname {input.model}) --queries {input.queries} --gen-json {params.gen:q} --tier {TIER} "
+        "--out {output} > {log} 2>&1"
 
 
 rule mote_train:
@@ -194,6 +233,7 @@ rule mote_train:
         f"{MT_R}/benchmarks/train_{{base}}_{{arch}}.tsv"
     threads: config["threads"]
     priority: MT_PRIORITY["mote_train"]
+    resources: **res("train")
     shell:
         "{PY} -m alignrepro.methods.mote.train --arch {params.arch} {params.explicit} --base $(dirname {input.base}) "
         "--chains {input.chains} --config-json {params.cfg:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
@@ -201,28 +241,30 @@ rule mote_train:
 
 
 rule mote_train_baseline:
-    """SFT, Critique-Revise, Mistake Analysis (LoRA SFT on their files) and RLCD (LoRA DPO on its contrast pairs):
-    the same LoRA, epochs, learning rate and batch as MoTE."""
+    """A baseline row with its trainer: SFT, Critique-Revise, Mistake Analysis (LoRA SFT on their files) and RLCD
+    (LoRA DPO on its contrast pairs), each with the same LoRA, epochs, learning rate and batch as MoTE."""
     input:
         base="results/models/{base}/model.json",
         data=f"{MT_R}/{{base}}/baselines/{{baseline}}.jsonl",
     output:
         f"{MT_R}/{{base}}/models/baseline_{{baseline}}/model.json",
     wildcard_constraints:
-        baseline="sft|critique_revise|mistake_analysis|rlcd",
+        baseline=MT_ROW_RE,
     params:
         name=lambda w: f"mote-{TIER}-{w.base}-baseline-{w.baseline}",
-        cfg=MT_BASE_TRAIN,
+        cfg=lambda w: mt_train_cfg(w.baseline),
+        row=lambda w: mt_row_json(w.baseline, "data", "trainer", "config"),
     log:
         f"{MT_R}/logs/train_{{base}}_baseline_{{baseline}}.log",
     benchmark:
         f"{MT_R}/benchmarks/train_{{base}}_baseline_{{baseline}}.tsv"
     threads: config["threads"]
     priority: MT_PRIORITY["mote_train_baseline"]
+    resources: **res("train")
     shell:
         "{PY} -m alignrepro.methods.mote.train_baselines --method {wildcards.baseline} --base $(dirname {input.base}) "
-        "--data {input.data} --config-json {params.cfg:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
-        "--name {params.name} --out $(dirname {output}) > {log} 2>&1"
+        "--data {input.data} --config-json {params.cfg:q} --row-json {params.row:q} --wandb-json {MT_WANDB:q} "
+        "--tier {TIER} --name {params.name} --out $(dirname {output}) > {log} 2>&1"
 
 
 rule mote_infer:
@@ -243,6 +285,7 @@ rule mote_infer:
         f"{MT_R}/benchmarks/infer_{{base}}_{{arch}}.tsv"
     threads: config["threads"]
     priority: MT_PRIORITY["mote_infer"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.methods.mote.infer --model $(dirname {input.model}) --prompts {input.prompts} "
         "--mode adaptive --max-new-tokens {params.budget} {params.infer} --tier {TIER} "
@@ -264,6 +307,7 @@ rule mote_infer_fig6:
     log:
         f"{MT_R}/logs/fig6_{{base}}_{{mode}}-{{budget}}.log",
     threads: config["threads"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.methods.mote.infer --model $(dirname {input.model}) --prompts {input.prompts} "
         "--mode {wildcards.mode} --max-new-tokens {wildcards.budget} {params.infer} --tier {TIER} --out {output} "
@@ -285,6 +329,7 @@ rule mote_generate_baseline:
         f"{MT_R}/benchmarks/generate_{{base}}_{{baseline}}.tsv"
     threads: config["threads"]
     priority: MT_PRIORITY["mote_generate_baseline"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.methods.mote.evaluate generate --model $(dirname {input.model}) --prompts {input.prompts} "
         "--gen-json {params.gen:q} --tier {TIER} --out {output} > {log} 2>&1"
@@ -304,6 +349,7 @@ rule mote_prompting:
     benchmark:
         f"{MT_R}/benchmarks/prompting_{{base}}_{{template}}.tsv"
     threads: config["threads"]
+    resources: **res("infer")
     shell:
         "{PY} -m alignrepro.methods.mote.prompting --model $(dirname {input.model}) --queries {input.queries} "
         "--template {wildcards.template} --gen-json {params.gen:q} --tier {TIER} --out {output} > {log} 2>&1"
@@ -331,6 +377,7 @@ rule mote_evaluate:
     benchmark:
         f"{MT_R}/benchmarks/evaluate_{{base}}_{{group}}.tsv"
     threads: config["threads"]
+    resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.methods.mote.evaluate score --prompts {input.prompts} --system {params.systems} "
         "--judge-config {params.judge:q} --judge-name {params.judge_name} --harmless-threshold {params.threshold} "
@@ -348,13 +395,16 @@ rule mote_efficiency:
     log:
         f"{MT_R}/logs/efficiency_{{base}}.log",
     threads: config["threads"]
+    resources: **res("cpu_model")
     shell:
         "{PY} -m alignrepro.methods.mote.efficiency --mask-model $(dirname {input.mask}) "
         "--explicit-model $(dirname {input.explicit}) --chains {input.chains} --tier {TIER} --out {output} > {log} 2>&1"
 
 
 MT_SPEC = as_json({"tier": TIER, "seed": config["seed"], "bases": MT["bases"], "main": MT_MAIN, "root": MT_R,
-                   "judge": MT["judge"], "template": MT_TV, "baselines": MT["baselines"],
+                   "judge": MT["judge"], "template": MT_TV,
+                   "baselines": [{"name": n, "label": r.label, "trainer": r.spec["trainer"], "note": r.spec.get("note")}
+                                 for n, r in MT_ROWS.items()],
                    "prompting": MT["prompting"], "archs": MT_ARCHS, "fig6": MT["fig6"]})
 
 
@@ -375,6 +425,7 @@ rule mote_tables:
         spec=MT_SPEC,
     log:
         f"{MT_R}/logs/tables.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.mote.aggregate tables --spec-json {params.spec:q} --reported {input.reported} "
         "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 && cat {output.summary}"
@@ -398,6 +449,7 @@ rule mote_ablations:
         spec=MT_SPEC,
     log:
         f"{MT_R}/logs/ablations.log",
+    resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.mote.aggregate ablations --spec-json {params.spec:q} --reported {input.reported} "
         "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 && cat {output.summary}"
@@ -405,10 +457,12 @@ rule mote_ablations:
 
 # On the shared leaderboard: baselines (plain LoRA, kind "lora") and train.py models (kind "mote": the shared layer
 # hands them to methods/mote/backend.py — adaptive step decoding, the answer within the shared budget, reasoning
-# steps on top, each <= mote.generation.step_max_tokens). Only when MoTE is one of the configured papers.
+# steps on top, each <= mote.generation.step_max_tokens). Only when MoTE is one of the configured papers. A user's
+# enabled row folder joins by itself (as every CUT row does): adding a row is one folder, with no list to edit.
+MT_SHARED = list(dict.fromkeys([*MT["shared_evals"], *(n for n, r in MT_ROWS.items() if r.folder is not None)]))
 if "mote" in config["papers"]:
-    for _b in MT["shared_evals"]:
-        if _b in MT["baselines"]:
+    for _b in MT_SHARED:
+        if _b in MT_ROWS:
             register_shared_model(f"mote/{_b}", f"{MT_R}/{MT_MAIN}/models/baseline_{_b}", MT_MAIN, "mote", _b)
         elif _b in MT_ARCHS:
             _step = MT["generation"].get("step_max_tokens")
@@ -420,6 +474,6 @@ if "mote" in config["papers"]:
             )
         else:
             raise ValueError(f"config key 'mote.shared_evals': {_b!r} is neither a configured baseline "
-                             f"({', '.join(MT['baselines'])}) nor a trained architecture ({', '.join(MT_ARCHS)})")
+                             f"({', '.join(MT_ROWS)}) nor a trained architecture ({', '.join(MT_ARCHS)})")
 
 PAPER_TARGETS["mote"] = [rules.mote_tables.output] + ([rules.mote_ablations.output] if MT["ablations_in_default"] else [])
