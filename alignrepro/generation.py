@@ -23,6 +23,21 @@ from alignrepro.templates import alpaca_prompt, alpaca_turn
 log = logging.getLogger(__name__)
 
 
+# One name per backend: `local` is a registry model in-process (as for judges), `openai` an OpenAI-compatible endpoint.
+# `hf` was the in-process backend's old name here; still accepted, with a deprecation message.
+BACKENDS = ("local", "openai")
+DEPRECATED_BACKENDS = {"hf": "local"}
+
+
+def backend_name(spec: dict[str, Any]) -> str:
+    """The spec's backend under its one current name (default: local); an old name is accepted with a warning."""
+    name = spec.get("backend", "local")
+    if name in DEPRECATED_BACKENDS:
+        log.warning("generation backend %r is deprecated: call it %r", name, DEPRECATED_BACKENDS[name])
+        return DEPRECATED_BACKENDS[name]
+    return name
+
+
 PROMPTS_EXPECTED = "expected JSONL: one JSON object per line, each with an 'id' and a string 'instruction'"
 
 
@@ -105,10 +120,11 @@ def resolve_template(template: str, model_dir: str | Path | None) -> str:
 def backend_for(spec: dict[str, Any], model_dir: str | Path | None, template: str = "auto"):
     """(backend, prompt format, spec used) to answer with: the format resolved for the model ("auto" = the one it was
     trained in) and, for HF models, that format's stop strings (make_backend's default follows spec["template"])."""
-    if spec.get("backend", "hf") == "hf" and model_dir is None:
-        raise SystemExit("--model is required for the hf backend")
+    local = backend_name(spec) == "local"
+    if local and model_dir is None:
+        raise SystemExit("--model is required for the local backend")
     template = resolve_template(template, model_dir)
-    if spec.get("backend", "hf") == "hf":
+    if local:
         spec = {**spec, "stop": spec.get("stop", TEMPLATE_STOPS.get(template, []))}
     return make_backend(spec, model_dir), template, spec
 
@@ -169,7 +185,7 @@ class HFBackend:
         eos = self.tokenizer.eos_token_id
         self.suppress = sorted({i for i in self.tokenizer.all_special_ids if i != eos}) or None
         self.identity = model_identity(model_ref)
-        self.id = f"hf:{stable_hash(self.identity)}"
+        self.id = f"hf:{stable_hash(self.identity)}"  # historical prefix kept: ids are recorded in provenance
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -268,7 +284,8 @@ class OpenAIBackend:
 def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> GenerationBackend:
     from alignrepro.models import choose_dtype
 
-    if spec.get("backend", "hf") == "hf":
+    backend = backend_name(spec)
+    if backend == "local":
         common = {
             "dtype": choose_dtype(spec.get("dtype", "float32")),
             "batch_size": spec.get("batch_size", 16),
@@ -287,11 +304,11 @@ def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> Generati
             stop=spec.get("stop", TEMPLATE_STOPS.get(spec.get("template", "alpaca"), [])),
             **common,
         )
-    if spec["backend"] == "openai":
+    if backend == "openai":
         return OpenAIBackend(
             spec["model"], spec.get("base_url"), spec.get("api_key_env", "OPENAI_API_KEY"), spec.get("max_requests")
         )
-    raise ValueError(f"generation.backend: unknown backend {spec['backend']!r} (expected 'hf' or 'openai')")
+    raise ValueError(f"generation.backend: unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -305,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         "--spec-json",
         default="{}",
         help='generation settings as JSON, e.g. {"max_new_tokens": 64, '
-        '"batch_size": 16, "template": "alpaca", "backend": "hf"}',
+        '"batch_size": 16, "template": "alpaca", "backend": "local"}',
     )
     p.add_argument("--tier", default="unknown")
     args = p.parse_args(argv)

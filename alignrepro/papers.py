@@ -9,7 +9,7 @@ A manifest (methods/<paper>/paper.yaml):
     rules: rules.smk                       # its Snakemake rules (included by the Snakefile)
     references:                            # config paths that name models / judges, checked at start
       models: [online_base, "bases[]"]
-      model_specs: {"critic.*": hf}        # specs whose `model` is a registry model for that backend
+      model_specs: {"critic.*": local}     # specs whose `model` is a registry model for that backend
     training_seeds: [train]                # config paths whose `seed` defaults to the run's top-level seed
     shell_globals: [CUT_R, CUT_WANDB]      # globals its shell commands may name (paths; config goes via params:)
     config: config.yaml                    # {defaults: {...}, tiers: {ci: {...}, tiny: {...}, full: {...}}}

@@ -13,10 +13,13 @@ the same safety rules:
 
 from __future__ import annotations
 
+import copy
+import difflib
 import logging
 import math
 import os
 import shutil
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,32 +49,124 @@ def lora_config(cfg: dict[str, Any]):
     )
 
 
+class SettingsError(UserError, ValueError):
+    """A step's settings name an unknown key (a ValueError too, what the merge functions raised before)."""
+
+
+def closest_key(key: str, known: Any) -> str:
+    """' (did you mean 'x'?)' for the closest valid key, or ''."""
+    known = [str(k) for k in known]
+    close = difflib.get_close_matches(str(key), known, n=1)
+    close = close or sorted((k for k in known if k in str(key) or str(key) in k), key=len)[-1:]  # kl_target -> kl
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def yaml_defaults(paper: str, section: str, supplied: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A step's defaults: the paper's YAML `defaults:` section (methods/<paper>/config.yaml, the one source), plus
+    `supplied`: what the rules add from the run's top level (dtype, seed), with its value for a direct call."""
+    from alignrepro.papers import paper as load_paper
+
+    out = copy.deepcopy(load_paper(paper).defaults()[section])
+    return merge_settings(out, supplied or {}, section, extend=True)
+
+
+def merge_settings(
+    defaults: dict[str, Any], overrides: dict[str, Any] | None, where: str, free: tuple[str, ...] = (), extend=False
+) -> dict[str, Any]:
+    """`defaults` deep-merged with `overrides`. A key that is not in `defaults` fails naming it and the closest valid
+    key (unless `extend`); `free` names keys whose dict value replaces the default's instead of merging into it."""
+    out = copy.deepcopy(defaults)
+    for key, value in (overrides or {}).items():
+        if key not in out and not extend:
+            raise SettingsError(f"{where}: unknown keys [{key!r}]{closest_key(key, out)}; known: {sorted(out)}")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in free:
+            out[key] = merge_settings(out[key], value, f"{where}.{key}", extend=extend)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """A trainer's training settings, parsed once from the config (TRL's dataclass style). Fields without a default
+    are required; the optional ones (None / -1 / False) are those only some trainers have. Values come from the
+    YAML config (methods/<paper>/config.yaml `defaults:`): nothing here is a paper default."""
+
+    learning_rate: float = field(metadata={"help": "peak learning rate (finite, > 0)"})
+    lr_scheduler: str = field(metadata={"help": "transformers scheduler name (lr_scheduler_type)"})
+    epochs: float = field(metadata={"help": "passes over the data (finite, > 0)"})
+    per_device_batch_size: int = field(metadata={"help": "examples per device step (> 0)"})
+    grad_accum: int = field(metadata={"help": "gradient accumulation steps (> 0)"})
+    max_length: int = field(metadata={"help": "tokens per example"})
+    save_steps: int = field(metadata={"help": "checkpoint every N optimizer steps (resume)"})
+    seed: int = field(metadata={"help": "training and data seed (the rules give the run's seed)"})
+    warmup_steps: int | None = field(default=None, metadata={"help": "warm-up steps; None: warmup_ratio"})
+    warmup_ratio: float | None = field(default=None, metadata={"help": "warm-up share of the steps (no warmup_steps)"})
+    max_steps: int | None = field(default=None, metadata={"help": "> 0 caps the run; -1: epochs (MoTE)"})
+    max_grad_norm: float | None = field(default=None, metadata={"help": "gradient clipping (MoTE)"})
+    step_token_lr: float | None = field(default=None, metadata={"help": "step-token rows' rate (MoTE; None: lr)"})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base weights (CUT, GPU)"})
+    lora: dict[str, Any] | None = field(default=None, metadata={"help": "LoRA adapter settings (CUT)"})
+
+    @classmethod
+    def from_dict(cls, train: dict[str, Any], run: str = "") -> TrainSettings:
+        """Parse a config `train` section: an unknown key fails naming it and the closest valid one, a missing
+        required key fails naming it, and learning_rate, per_device_batch_size, grad_accum, epochs must be finite
+        numbers > 0."""
+        names = [f.name for f in fields(cls)]
+        where = f" of run {run!r}" if run else ""
+        for key in train:
+            if key not in names:
+                hint = closest_key(key, names)
+                raise SettingsError(f"train.{key}{where}: unknown training setting{hint}; known: {sorted(names)}")
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = [k for k in required if k not in train]
+        if missing:
+            raise UserError(f"train{where}: missing training setting(s) {missing}")
+        for key in ("learning_rate", "per_device_batch_size", "grad_accum", "epochs"):
+            value = train[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise UserError(f"train.{key}{where}: {value!r} (expected a finite number > 0)")
+        if train.get("warmup_steps") is None and train.get("warmup_ratio") is None:
+            raise UserError(f"train{where}: give warmup_steps or warmup_ratio")
+        return cls(**train)
+
+    def total_steps(self, n_examples: int) -> int:
+        global_batch = self.per_device_batch_size * self.grad_accum
+        return max(1, math.ceil(n_examples / global_batch) * self.epochs)
+
+    def warmup(self, n_examples: int) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return math.ceil(self.warmup_ratio * self.total_steps(n_examples))
+
+
 def trainer_kwargs(
-    train: dict[str, Any], out_dir: Path, n_examples: int, dtype: torch.dtype, run_name: str, use_wandb: bool
+    train: TrainSettings | dict[str, Any],
+    out_dir: Path,
+    n_examples: int,
+    dtype: torch.dtype,
+    run_name: str,
+    use_wandb: bool,
 ) -> dict[str, Any]:
     """Arguments shared by TrainingArguments, SFTConfig and DPOConfig. Every TRL default that matters is set
-    explicitly (TRL defaults to bf16, gradient checkpointing and its own learning rates)."""
-    for key in ("learning_rate", "per_device_batch_size", "grad_accum", "epochs"):
-        value = train[key]
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise UserError(f"train.{key} of run {run_name!r}: {value!r} (expected a finite number > 0)")
-    global_batch = train["per_device_batch_size"] * train["grad_accum"]
-    total_steps = max(1, math.ceil(n_examples / global_batch) * train["epochs"])
-    warmup = train.get("warmup_steps")
-    if warmup is None:
-        warmup = math.ceil(train["warmup_ratio"] * total_steps)
+    explicitly (TRL defaults to bf16, gradient checkpointing and its own learning rates). A dict is parsed with
+    TrainSettings.from_dict (its checks: unknown keys, finite positive numbers)."""
+    if not isinstance(train, TrainSettings):
+        train = TrainSettings.from_dict(train, run=run_name)
+    warmup = train.warmup(n_examples)
     return {
         "output_dir": str(out_dir / "checkpoints"),
-        "per_device_train_batch_size": train["per_device_batch_size"],
-        "gradient_accumulation_steps": train["grad_accum"],
-        "num_train_epochs": train["epochs"],
-        "learning_rate": train["learning_rate"],
-        "lr_scheduler_type": train["lr_scheduler"],
+        "per_device_train_batch_size": train.per_device_batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "num_train_epochs": train.epochs,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler,
         "warmup_steps": warmup,
         "weight_decay": 0.0,
         "optim": "adamw_torch",
-        "seed": train["seed"],
-        "data_seed": train["seed"],
+        "seed": train.seed,
+        "data_seed": train.seed,
         "bf16": dtype == torch.bfloat16,
         "fp16": dtype == torch.float16,
         "use_cpu": not torch.cuda.is_available(),
@@ -79,7 +174,7 @@ def trainer_kwargs(
         "logging_steps": 1,
         "logging_nan_inf_filter": False,  # HF would log a NaN loss as the running mean: DivergenceGuard must see it
         "save_strategy": "steps",
-        "save_steps": train["save_steps"],
+        "save_steps": train.save_steps,
         "save_total_limit": 1,
         "report_to": ["wandb"] if use_wandb else [],
         "run_name": run_name,

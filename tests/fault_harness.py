@@ -81,12 +81,15 @@ def check_parse(root: Path) -> tuple[int, list[str]]:
 
 
 def kills(root: Path, ref: Path, n_kills: int, ref_seconds: float, rng: random.Random) -> dict:
+    """Kill at n random moments of the run's own clock (time spent running, summed over restarts), spread over the
+    reference run's length, so kills land in every phase: data, training saves, generation, judging, tables."""
     work = root / "killed"
     work.mkdir()
-    events = []
-    for i in range(n_kills):
+    moments = sorted(rng.uniform(5, ref_seconds) for _ in range(n_kills))
+    events, ran = [], 0.0
+    for i, moment in enumerate(moments):
         proc = snakemake(work)
-        delay = rng.uniform(3, max(6.0, ref_seconds / max(n_kills, 1) * 1.2))
+        delay = max(3.0, moment - ran)
         try:
             proc.wait(timeout=delay)
             events.append({"kill": i, "finished_before_kill": True})
@@ -95,7 +98,8 @@ def kills(root: Path, ref: Path, n_kills: int, ref_seconds: float, rng: random.R
             steps = running_steps(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            events.append({"kill": i, "after_s": round(delay, 1), "interrupted": steps})
+            ran += delay
+            events.append({"kill": i, "at_run_s": round(ran, 1), "interrupted": steps})
     restarts_ok = 0
     proc = snakemake(work)
     rc = proc.wait()
@@ -104,7 +108,7 @@ def kills(root: Path, ref: Path, n_kills: int, ref_seconds: float, rng: random.R
     checked, unparsable = check_parse(work)
     diffs, compared = differences(ref, work)
     return {
-        "kills": sum("after_s" in e for e in events),
+        "kills": sum("at_run_s" in e for e in events),
         "events": events,
         "final_rc": rc,
         "needed_unlock": "--unlock" in console and "cannot be locked" in console,

@@ -39,10 +39,67 @@ def test_training_seeds_follow_the_run_seed_unless_pinned(tier):
     assert pinned["mote"]["train"]["train"]["seed"] == 3 and pinned["cut"]["train"]["seed"] == 7
 
 
-def test_judge_spec_is_replaced_whole_not_merged():
-    ci = resolve_config({"tier": "ci"})
-    # defaults.yaml has an openai judge with model/max_requests; ci's heuristic spec must not inherit them
-    assert ci["cut"]["eval"]["judge"]["open"] == {"backend": "heuristic"}
+# CUT's evaluation judges before they became names (the inline specs of methods/cut/config.yaml, per tier)
+CUT_INLINE_JUDGES = {
+    "ci": {"verifiable": {"backend": "oracle"}, "open": {"backend": "heuristic"}},
+    "tiny": {
+        "verifiable": {"backend": "oracle"},
+        "open": {"backend": "local", "model": "smollm2-135m-instruct", "batch_size": 4},
+    },
+    "full": {
+        "verifiable": {"backend": "oracle"},
+        "open": {"backend": "openai", "model": "gpt-4-0613", "max_requests": 2000},
+    },
+}
+
+
+def _named_judge(cfg, name):
+    from alignrepro.judges import BUILTIN_JUDGES
+
+    return {**BUILTIN_JUDGES, **cfg["evals"]["judges"]}[name]
+
+
+@pytest.mark.parametrize("tier", ["ci", "tiny"])
+def test_cut_judges_by_name_are_the_old_inline_specs(tier):
+    """Same spec → same make_judge spec (model folder, dtype) → same judge id and judgment-cache keys."""
+    from alignrepro.judges import resolve_spec
+
+    cfg = resolve_config({"tier": tier})
+    for group, old in CUT_INLINE_JUDGES[tier].items():
+        new = _named_judge(cfg, cfg["cut"]["eval"]["judge"][group])
+        assert new == old
+        assert resolve_spec(new, dtype=cfg["dtype"]) == resolve_spec(old, dtype=cfg["dtype"])
+
+
+def test_cut_ci_judges_by_name_keep_their_judgment_cache_keys():
+    from alignrepro.judges import PairItem, make_judge, resolve_spec
+    from alignrepro.judges.cache import item_key
+
+    cfg = resolve_config({"tier": "ci"})
+    item = PairItem("What is 2 plus 3?", "5", "6")
+    for group, old in CUT_INLINE_JUDGES["ci"].items():
+        new_judge = make_judge(resolve_spec(_named_judge(cfg, cfg["cut"]["eval"]["judge"][group])))
+        old_judge = make_judge(resolve_spec(old))
+        assert new_judge.id == old_judge.id
+        assert item_key(new_judge, item, {}) == item_key(old_judge, item, {})
+
+
+def test_cut_full_judge_by_name_is_the_same_gpt4_judge(monkeypatch):
+    """gpt4-cut adds prices (cost logging) to the old inline spec; identity and cache keys do not depend on them."""
+    from alignrepro.judges import PairItem, make_judge
+    from alignrepro.judges.cache import item_key
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # the client checks the key exists; nothing is sent
+    cfg = resolve_config({"tier": "full"})
+    name = cfg["cut"]["eval"]["judge"]["open"]
+    new, old = _named_judge(cfg, name), CUT_INLINE_JUDGES["full"]["open"]
+    assert {k: v for k, v in new.items() if not k.startswith("price_")} == old
+    item = PairItem("Name a colour.", "Blue.", "A colour.")
+    new_judge, old_judge = make_judge(new), make_judge(old)
+    assert new_judge.id == old_judge.id == "openai:gpt-4-0613"
+    assert item_key(new_judge, item, {}) == item_key(old_judge, item, {})
+    assert new_judge.client.max_requests == 2000  # CUT's request budget, as before
+    assert cfg["cut"]["eval"]["judge"]["verifiable"] == "oracle"
 
 
 def test_bad_value_names_the_key():
@@ -117,7 +174,7 @@ def test_non_finite_numbers_are_rejected_naming_the_key(user, key, shown):
         ("tiny", {"mote": {"chains": {"generation": {"batch_size": 0}}}}, "mote.chains.generation.batch_size"),
         (
             "ci",
-            {"cut": {"critic": {"open": {"backend": "hf", "model": "ci-random-llama", "max_new_tokens": 0}}}},
+            {"cut": {"critic": {"open": {"backend": "local", "model": "ci-random-llama", "max_new_tokens": 0}}}},
             "cut.critic.open.max_new_tokens",
         ),
         ("tiny", {"seed": -1}, "seed"),
@@ -134,17 +191,18 @@ def test_judge_backends_are_those_each_place_accepts():
 
     schema = assembled_schema()["$defs"]
     assert set(schema["judge"]["properties"]["backend"]["enum"]) == set(BACKENDS)  # make_judge's backends
-    assert set(schema["critic"]["properties"]["backend"]["enum"]) == {"oracle", "hf", "openai"}  # data_steps.critic_for
+    # one name per backend: the in-process model is `local` for judges, critics, feedback and generation alike
+    assert set(schema["critic"]["properties"]["backend"]["enum"]) == {"oracle", "local", "openai"}  # critic_for
     with pytest.raises(ConfigError, match=r"evals.judges.heuristic.backend': 'hf' is not one of"):
         resolve_config({"tier": "ci", "evals": {"judges": {"heuristic": {"backend": "hf"}}}})
-    with pytest.raises(ConfigError, match=r"cut.eval.judge.open.backend': 'hf' is not one of"):
-        resolve_config(
-            {"tier": "ci", "cut": {"eval": {"judge": {"open": {"backend": "hf", "model": "ci-random-llama"}}}}}
-        )
-    with pytest.raises(ConfigError, match=r"cut.critic.open.backend': 'local' is not one of"):
-        resolve_config({"tier": "ci", "cut": {"critic": {"open": {"backend": "local", "model": "ci-random-llama"}}}})
-    # CUT's critic is a generator: `hf` is legitimate there (the ci and tiny tiers use it)
-    assert resolve_config({"tier": "ci"})["cut"]["critic"]["open"]["backend"] == "hf"
+    with pytest.raises(ConfigError, match=r"cut.critic.open.backend': 'hf' is not one of"):
+        resolve_config({"tier": "ci", "cut": {"critic": {"open": {"backend": "hf", "model": "ci-random-llama"}}}})
+    with pytest.raises(ConfigError, match=r"cut.generation.backend': 'hf' is not one of"):
+        resolve_config({"tier": "ci", "cut": {"generation": {"backend": "hf"}}})
+    # CUT's evaluation judges are names now, not specs
+    with pytest.raises(ConfigError, match=r"cut.eval.judge.open': .* is not of type 'string'"):
+        resolve_config({"tier": "ci", "cut": {"eval": {"judge": {"open": {"backend": "heuristic"}}}}})
+    assert resolve_config({"tier": "ci"})["cut"]["critic"]["open"]["backend"] == "local"
     # a key of another backend: make_judge would refuse it only when the job runs
     with pytest.raises(ConfigError) as e:
         resolve_config({"tier": "ci", "evals": {"judges": {"heuristic": {"backend": "heuristic", "model": "x"}}}})
@@ -250,7 +308,7 @@ def test_schema_lists_every_key_the_in_code_defaults_accept():
         ({"morlaif": {"bases": ["ci-random-llama", "nope"]}}, "config key 'morlaif.bases[1]': unknown model 'nope'"),
         ({"mote": {"bases": ["nope"]}}, "config key 'mote.bases[0]': unknown model 'nope'"),
         (
-            {"cut": {"critic": {"open": {"backend": "hf", "model": "nope"}}}},
+            {"cut": {"critic": {"open": {"backend": "local", "model": "nope"}}}},
             "config key 'cut.critic.open.model': unknown model 'nope'",
         ),
         (
@@ -273,6 +331,14 @@ def test_schema_lists_every_key_the_in_code_defaults_accept():
         ),
         ({"morlaif": {"judge": "gpt5"}}, "config key 'morlaif.judge': unknown judge 'gpt5' (did you mean 'gpt4'?)"),
         ({"mote": {"judge": "nope"}}, "config key 'mote.judge': unknown judge 'nope'. Available: gpt4, gpt4-1106"),
+        (
+            {"cut": {"eval": {"judge": {"open": "gtp4"}}}},
+            "config key 'cut.eval.judge.open': unknown judge 'gtp4' (did you mean 'gpt4'?)",
+        ),
+        (
+            {"cut": {"eval": {"judge": {"verifiable": "orcale"}}}},
+            "config key 'cut.eval.judge.verifiable': unknown judge",
+        ),
         ({"evals": {"cards": ["heuristic", "nope"]}}, "config key 'evals.cards[1]': unknown judge 'nope'"),
     ],
 )

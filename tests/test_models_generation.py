@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_openai_client import completion, server  # noqa: F401  (loopback fixture)
+from test_openai_client import completion  # the loopback `server` fixture: tests/conftest.py
 
 from alignrepro import models
 from alignrepro.data import packages

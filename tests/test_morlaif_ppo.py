@@ -181,8 +181,11 @@ def test_adaptive_kl_controller():
 
 
 def test_ppo_config_maps_the_paper_settings(tmp_path):
-    cfg = ppo.resolve_config({"steps": 3, "batch_size": 8, "mini_batch_size": 2, "kl": {"init_coef": 0.1}})
-    assert cfg["kl"]["target"] == 6.0  # nested defaults kept
+    lora = {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}  # the YAML default is all-linear
+    cfg = ppo.resolve_config(
+        {"steps": 3, "batch_size": 8, "mini_batch_size": 2, "kl": {"init_coef": 0.1}, "lora": lora}
+    )
+    assert cfg["kl"]["target"] == 6.0 and cfg["lora"]["r"] == 16  # nested defaults kept
     args = ppo.ppo_config(cfg, tmp_path, seed=3, dtype=torch.float32, use_wandb=True, run_name="x")
     assert (args.total_episodes, args.num_mini_batches, args.gradient_accumulation_steps) == (24, 4, 1)
     assert (args.num_ppo_epochs, args.cliprange, args.cliprange_value, args.vf_coef) == (4, 0.2, 0.2, 1.0)
@@ -194,8 +197,10 @@ def test_ppo_config_maps_the_paper_settings(tmp_path):
         ppo.resolve_config({"batch_size": 4})
     assert ppo.policy_lora_config({**cfg["lora"], "target_modules": "all-linear"}).target_modules == "all-linear"
     assert set(ppo.policy_lora_config(cfg["lora"]).target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown keys \['kl_target'\] \(did you mean 'kl'\?\)"):
         ppo.resolve_config({"steps": 1, "batch_size": 4, "kl_target": 6})
+    with pytest.raises(ValueError, match=r"ppo config.kl: unknown keys \['targt'\] \(did you mean 'target'\?\)"):
+        ppo.resolve_config({"steps": 1, "batch_size": 4, "kl": {"targt": 6}})  # nested keys are checked too
 
 
 def test_value_model_freezing(ci_model):

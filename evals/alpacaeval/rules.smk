@@ -3,8 +3,9 @@
 
 
 def _judge_spec(paper):
-    """Registry model names → model folders, so judge specs in the config stay tier-independent."""
-    return {group: resolve_spec(s, dtype=config["dtype"]) for group, s in EVAL_JUDGE[paper].items()}
+    """EVAL_JUDGE[paper]: record group → judge name (evals.judges or built-in), as make_judge specs (judge_spec in
+    evals/shared.smk: registry model names → model folders, so the judges in the config stay tier-independent)."""
+    return {group: judge_spec(name) for group, name in EVAL_JUDGE[paper].items()}
 
 
 def _judge_models(paper):

@@ -70,7 +70,8 @@ def build_pool(data: dict[str, Any], seed: int, out_dir: Path) -> None:
 
 
 def critic_for(spec: dict[str, Any], model_root: Path):
-    """A critic writes a judgment; verifiable tasks get the deterministic oracle."""
+    """A critic writes a judgment (free text, generated; unlike a pairwise judge it compares nothing); verifiable
+    tasks get the deterministic oracle, open ones a chat model behind a generation backend (`local` | `openai`)."""
     if spec["backend"] == "oracle":
         from alignrepro.data.verifiable import OracleCritic
 
@@ -83,10 +84,10 @@ class LMCritic:
     or an OpenAI-compatible endpoint (GPT-4 at the full tier)."""
 
     def __init__(self, spec: dict[str, Any], model_root: Path):
-        from alignrepro.generation import make_backend
+        from alignrepro.generation import backend_name, make_backend
 
         self.spec = spec
-        model_ref = model_root / spec["model"] if spec["backend"] == "hf" else None
+        model_ref = model_root / spec["model"] if backend_name(spec) == "local" else None
         self.backend = make_backend(spec, model_ref)
         self.id = f"critic:{self.backend.id}"
         self.prompt_hash = sha256_text(CRITIC_SYSTEM + CRITIC_USER)

@@ -83,11 +83,11 @@ rule cut_respond:
 rule cut_judge:
     input:
         responses=f"{CUT_R}/online/iter{{k}}/responses.jsonl",
-        critic_models=[f"results/models/{s['model']}/model.json" for s in CUT["critic"].values() if s["backend"] == "hf"],
+        critic_models=[f"results/models/{s['model']}/model.json" for s in CUT["critic"].values() if s["backend"] == "local"],
     output:
         f"{CUT_R}/online/iter{{k}}/triplets.jsonl",
     params:
-        critic=as_json({k: {**s, "dtype": config["dtype"]} if s["backend"] == "hf" else s for k, s in CUT["critic"].items()}),
+        critic=as_json({k: {**s, "dtype": config["dtype"]} if s["backend"] == "local" else s for k, s in CUT["critic"].items()}),
     log:
         f"{CUT_R}/logs/judge_iter{{k}}.log",
     benchmark:
@@ -220,7 +220,8 @@ rule cut_reference:
 
 EVAL_REFERENCE["cut"] = lambda base: (f"results/cut/{TIER}/generations/{base}/base.jsonl"
                                       if CUT["eval"]["reference"] == "base" else f"{CUT_R}/data/eval_reference.jsonl")
-EVAL_JUDGE["cut"] = CUT["eval"]["judge"]
+EVAL_JUDGE["cut"] = CUT["eval"]["judge"]  # group -> judge name (evals.judges or built-in; evals/shared.smk judge_spec)
+CUT_CARDS = list(dict.fromkeys(CUT["eval"]["judge"].values()))  # every judge of a CUT number gets its card
 CUT_EVALS = [f"{CUT_R}/eval/{bench}/{base}/{m}.json"
              for base in CUT["bases"] for m in cut_model_ids(base) for bench in ("accuracy", "winrate")]
 for _b in CUT["bases"]:
@@ -238,7 +239,8 @@ rule cut_tables:
         models=CUT_TRAINED,
         triplets=[cut_offline_triplets()] + [f"{CUT_R}/online/iter{k}/triplets.jsonl" for k in CUT_ITERS],
         reported=os.path.join(workflow.basedir, "methods/cut/reported.yaml"),
-        cards=lambda w: [f"results/judges/{n}.json" for n in CARDS],  # CARDS: evals/shared.smk
+        # the leaderboard's cards (CARDS: evals/shared.smk), then CUT's own (same judge id: CUT's card is shown)
+        cards=lambda w: [f"results/judges/{n}.json" for n in dict.fromkeys([*CARDS, *CUT_CARDS])],
     output:
         report(f"{CUT_R}/tables/table2_offline.md", category="CUT", labels={"table": "Table 2 (offline)"}),
         f"{CUT_R}/tables/table2_offline.csv",

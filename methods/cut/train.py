@@ -29,6 +29,7 @@ from alignrepro.provenance import provenance
 from alignrepro.rows import load_ref, paper_rows
 from alignrepro.training import (
     DivergenceGuard,
+    TrainSettings,
     input_identity,
     lora_config,
     resume_checkpoint,
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.base_model, dtype=dtype, load_in_8bit=train.get("load_in_8bit", False))
     use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parents[2] / "wandb", group=f"cut-{args.tier}")
     n_for_budget = len(triplets) * row.get("budget_factor", 1)
-    kwargs = trainer_kwargs(train, args.out, n_for_budget, dtype, run_name=args.name, use_wandb=use_wandb)
+    settings = TrainSettings.from_dict(train, run=args.name)
+    kwargs = trainer_kwargs(settings, args.out, n_for_budget, dtype, run_name=args.name, use_wandb=use_wandb)
     trainer, data_stats = build_trainer(row, model, tok, triplets, refinements, cfg, kwargs)
 
     trainer.add_callback(DivergenceGuard(args.name))

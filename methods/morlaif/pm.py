@@ -17,9 +17,10 @@ Compute (2 CPU cores at the tiny tier): `lora.layers = k` puts LoRA (the classif
 the top k decoder layers only (peft `layers_to_transform`); the bank then runs the layers below them once per batch
 and only the top k layers + final norm + head per principle. `layers: null` = every layer (the paper).
 
-Config (`--config-json`; defaults in DEFAULT_CONFIG, deep-merged): lora {r, alpha, dropout, target_modules, layers},
-train {per_device_batch_size, grad_accum, epochs, learning_rate, lr_scheduler, warmup_steps | warmup_ratio, seed,
-save_steps, max_length}, margin (bool), min_abs_margin (drop feedback with |margin| below it), max_pairs, dtype.
+Config (`--config-json` over methods/morlaif/config.yaml `defaults.pm`, deep-merged; an unknown key fails): lora {r,
+alpha, dropout, target_modules, layers}, train {per_device_batch_size, grad_accum, epochs, learning_rate,
+lr_scheduler, warmup_steps | warmup_ratio, seed, save_steps, max_length} (alignrepro.training.TrainSettings),
+margin (bool), min_abs_margin (drop feedback with |margin| below it), max_pairs, dtype.
 
 `python -m alignrepro.methods.morlaif.pm {train,score} --help`
 """
@@ -27,7 +28,6 @@ save_steps, max_length}, margin (bool), min_abs_margin (drop feedback with |marg
 from __future__ import annotations
 
 import argparse
-import copy
 import inspect
 import json
 import logging
@@ -40,45 +40,31 @@ import torch
 
 from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_file, stable_hash, write_jsonl
 from alignrepro.models import choose_dtype, load_tokenizer, model_identity, read_model_meta
+from alignrepro.training import merge_settings, yaml_defaults
 
 log = logging.getLogger("morlaif.pm")
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "lora": {
-        "r": 8,
-        "alpha": 32,
-        "dropout": 0.1,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "layers": None,  # None = all decoder layers (the paper); k = the top k only (the tiny tier's compute)
-    },
-    "train": {
-        "per_device_batch_size": 4,
-        "grad_accum": 8,
-        "epochs": 1,
-        "learning_rate": 5.0e-5,
-        "lr_scheduler": "cosine",
-        "warmup_steps": 250,
-        "seed": 0,
-        "save_steps": 50,
-        "max_length": 512,
-    },
-    "margin": True,
-    "min_abs_margin": 0.0,
-    "max_pairs": None,
-    "dtype": "float32",
-}
+# What the rules add from the run's top level (the seed, the dtype), with its value for a direct call; every other
+# default is methods/morlaif/config.yaml `defaults.pm` (the one source).
+RUN_SUPPLIED: dict[str, Any] = {"train": {"seed": 0}, "dtype": "float32"}
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|pad|>", "[PAD]")
 
 
+def default_config() -> dict[str, Any]:
+    """The YAML defaults of `morlaif.pm` (lora, train, margin, …) plus the run-supplied seed and dtype."""
+    return yaml_defaults("morlaif", "pm", RUN_SUPPLIED)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_CONFIG":  # the former in-code dict, now a view of the YAML
+        return default_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def merge_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """DEFAULT_CONFIG deep-merged with `cfg` (the effective config is what model.json records)."""
-    out = copy.deepcopy(DEFAULT_CONFIG)
-    for key, value in (cfg or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
+    """The YAML defaults deep-merged with `cfg` (the effective config is what model.json records); an unknown key
+    fails naming the closest valid one."""
+    return merge_settings(default_config(), cfg, "morlaif.pm")
 
 
 # ---------------------------------------------------------------------------------------------------- text
@@ -302,6 +288,7 @@ def train_pm(
     from alignrepro.provenance import provenance
     from alignrepro.training import (
         DivergenceGuard,
+        TrainSettings,
         check_finite,
         finish_model_dir,
         resume_checkpoint,
@@ -321,7 +308,8 @@ def train_pm(
     base_name = model_identity(base_dir)["name"]
     run_name = f"PM_{base_name}_{principle}_LoRA"  # the official W&B naming
     use_wandb = setup_wandb(wandb_cfg, out.parent.parent / "wandb", group=f"morlaif-{tier}-pm")
-    kwargs = trainer_kwargs(train, out, len(rows), dtype, run_name=run_name, use_wandb=use_wandb)
+    settings = TrainSettings.from_dict(train, run=run_name)
+    kwargs = trainer_kwargs(settings, out, len(rows), dtype, run_name=run_name, use_wandb=use_wandb)
     trainer = build_reward_trainer(model, tok, rows, cfg, kwargs)
 
     trainer.add_callback(DivergenceGuard(run_name))
@@ -594,7 +582,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--feedback", type=Path, required=True, help="feedback/<principle>.jsonl")
     t.add_argument("--principle", required=True)
     t.add_argument(
-        "--config-json", default="{}", help="PM config (lora, train, margin, ...) as JSON; see DEFAULT_CONFIG"
+        "--config-json",
+        default="{}",
+        help="PM config (lora, train, margin, ...) as JSON over the YAML defaults (morlaif.pm)",
     )
     t.add_argument(
         "--wandb-json",

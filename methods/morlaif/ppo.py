@@ -15,7 +15,7 @@ Read top to bottom:
      `args.kl_coef` from the logged `objective/kl` after each step (`adaptive_kl_update`).
   3. `run_ppo`: policy = instruct model + LoRA (the reference is the adapter-disabled policy), value model =
      AutoModelForSequenceClassification (num_labels=1) from the same base, prompts rendered with the chat template and
-     left-truncated; every PPOConfig field that matters is set from the config (`DEFAULTS` = the paper's values);
+     left-truncated; every PPOConfig field that matters is set from the config (YAML defaults.ppo = the paper values);
      per-step metrics go to train_log.jsonl (and W&B offline); the adapter is saved with `save_adapter` (model.json
      last, "prompt_template": "chat").
 
@@ -39,7 +39,6 @@ model.json) starts again from scratch after removing its partial files.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
@@ -58,55 +57,38 @@ from transformers import TrainerCallback
 from alignrepro.io import content_sha256, read_json, read_jsonl, stable_hash
 from alignrepro.methods.morlaif.arms import Arm
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
+from alignrepro.training import merge_settings, yaml_defaults
 
 log = logging.getLogger("morlaif.ppo")
 IDENTITY = "identity"  # the single-PM arm: one PM's raw score
 
-# The paper's settings (note §1.6) mapped onto TRL's PPO. `steps` and `batch_size` (the budget) have no default: the
-# tier config must give them, the same for every arm.
-DEFAULTS: dict[str, Any] = {
-    "batch_size": None,  # rollouts per PPO step (TRL batch_size; trlx num_rollouts 128)
-    "steps": None,  # PPO steps (rollout + update rounds); total_episodes = steps * batch_size
-    "mini_batch_size": 4,  # PPO update batch (trlx train.batch_size 4 in the 12-PM script)
-    "rollout_forward_batch_size": None,  # generation/scoring chunk; None = batch_size (trlx chunk_size 8)
-    "ppo_epochs": 4,
-    "learning_rate": 4e-6,
-    "lr_scheduler": "constant",  # trlx warms up 0.2→1 over 100 optimizer iterations (< 1 PPO step at batch 128)
-    "warmup_steps": 0,
-    "adam_betas": [0.9, 0.95],
-    "adam_eps": 1e-8,
-    "weight_decay": 1e-6,
-    "cliprange": 0.2,
-    "cliprange_value": 0.2,
-    "vf_coef": 1.0,
-    "gamma": 1.0,
-    "lam": 0.95,
-    "whiten_rewards": False,
-    "kl": {"init_coef": 0.05, "adaptive": True, "target": 6.0, "horizon": 10000, "estimator": "k1"},
-    "reward": {"scale": "running", "clip": 10.0, "missing_eos_penalty": None, "pm_batch_size": 8},
+# The paper's settings (note §1.6) mapped onto TRL's PPO live in methods/morlaif/config.yaml `defaults.ppo` (the one
+# source; `steps` and `batch_size` are the budget, the same for every arm). What the rules or the arm add is below,
+# with its value for a direct call.
+RUN_SUPPLIED: dict[str, Any] = {
     "scalarizer_params": {},  # passed to scalarize(**params): temperature, lam, quantile, nash variant ...
-    "response_length": 128,  # max_new_tokens
-    "temperature": 1.0,  # top_k 0, top_p 1 are fixed by TRL's sampler
-    "max_prompt_length": 384,  # seq_length 512 − 128 response tokens; prompts are left-truncated
-    "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-    # "all" = TRL's fully trained value model; N = only the score head and the top N decoder layers train (the
-    # frozen rest needs no backward: a CPU speed knob; trlx shares the policy trunk with its value head instead)
-    "value_trainable_layers": "all",
     "dtype": "float32",
 }
 
 
+def defaults() -> dict[str, Any]:
+    """The YAML defaults of `morlaif.ppo` plus the run-supplied scalarizer_params and dtype."""
+    return yaml_defaults("morlaif", "ppo", RUN_SUPPLIED)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULTS":  # the former in-code dict, now a view of the YAML
+        return defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """DEFAULTS overridden by `cfg` (nested dicts merged one level deep); checks the budget and the batch split."""
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"ppo config: unknown keys {unknown} (known: {sorted(DEFAULTS)})")
-    out = copy.deepcopy(DEFAULTS)
-    for key, value in cfg.items():
-        if isinstance(out.get(key), dict) and isinstance(value, dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
+    """The YAML defaults overridden by `cfg` (nested dicts merged); an unknown key fails naming the closest valid
+    one. Checks the budget and the batch split."""
+    for key in ("steps", "batch_size"):  # the YAML has the paper's; a direct call must still choose its budget
+        if key not in cfg:
+            raise ValueError(f"ppo config: {key!r} must be given (the budget, the same for every arm)")
+    out = merge_settings(defaults(), cfg, "ppo config", free=("scalarizer_params",))
     for key in ("steps", "batch_size"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise ValueError(f"ppo config: {key!r} must be a positive integer (the budget), got {out[key]!r}")
@@ -669,7 +651,7 @@ def main(argv: list[str] | None = None) -> None:
     how.add_argument("--scalarizer", help="a scalarizers.SCALARIZERS name, or 'identity' (single PM), with the "
                      "config's scalarizer_params")  # fmt: skip
     p.add_argument("--prompts", type=Path, required=True, help="prompts_train.jsonl ({id, messages})")
-    p.add_argument("--config-json", required=True, help="the morlaif.ppo config subtree as JSON (see DEFAULTS)")
+    p.add_argument("--config-json", required=True, help="the morlaif.ppo subtree as JSON (over the YAML defaults)")
     p.add_argument("--wandb-json", default='{"mode": "disabled", "project": "alignrepro"}', help="W&B settings")
     p.add_argument("--tier", required=True)
     p.add_argument("--seed", type=int, required=True)

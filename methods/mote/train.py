@@ -13,7 +13,8 @@
 Archs: mote (step experts + shared, α=0.5, step-skip mask) · mote_no_skip · mote_no_shared · mote_no_both ·
 lora (PEFT, rank r) · lora_x2 (rank 2r, alpha 2·alpha: same scale) · vanilla_moe (token-level softmax gate over 4
 LoRA experts, top-2) · mixlora ("token-gated LoRA-MoE + contrastive expert loss", note §7.12). Every default is in
-DEFAULTS below and recorded in model.json; --config-json overrides it (nested keys).
+methods/mote/config.yaml `defaults.train` (read by `defaults()`) and recorded in model.json; --config-json
+overrides it (nested keys; an unknown key fails).
 
 `python -m alignrepro.methods.mote.train --help`
 """
@@ -21,7 +22,6 @@ DEFAULTS below and recorded in model.json; --config-json overrides it (nested ke
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import shutil
@@ -37,7 +37,7 @@ from transformers import Trainer, TrainerCallback
 
 from alignrepro.io import read_jsonl, stable_hash
 from alignrepro.methods.mote.masks import additive_mask, sample_hidden_blocks, step_skip_keep
-from alignrepro.methods.mote.moe_lora import ALL_LINEAR, MoTEConfig, apply_mote, pop_aux_loss, save_mote, set_routing
+from alignrepro.methods.mote.moe_lora import MoTEConfig, apply_mote, pop_aux_loss, save_mote, set_routing
 from alignrepro.methods.mote.steps import (
     IGNORE_INDEX,
     STEPS,
@@ -51,54 +51,38 @@ from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_id
 from alignrepro.provenance import provenance
 from alignrepro.training import (
     DivergenceGuard,
+    TrainSettings,
     check_finite,
     finish_model_dir,
     input_identity,
+    merge_settings,
     resume_checkpoint,
     setup_wandb,
     trainer_kwargs,
+    yaml_defaults,
 )
 
 log = logging.getLogger("mote.train")
 ARCHS = ("mote", "lora", "lora_x2", "vanilla_moe", "mixlora", "mote_no_skip", "mote_no_shared", "mote_no_both")
-DEFAULTS: dict[str, Any] = {
-    "train": {
-        "learning_rate": 2e-5,  # paper
-        "epochs": 3,  # paper
-        "per_device_batch_size": 16,  # paper (global batch 16)
-        "grad_accum": 1,
-        "lr_scheduler": "cosine",  # ours (MATRIX recipe)
-        "warmup_ratio": 0.03,  # ours (MATRIX recipe)
-        "max_grad_norm": 1.0,  # transformers' default, explicit
-        "max_length": 1024,  # ours
-        "seed": 0,
-        "save_steps": 50,
-        "max_steps": -1,  # > 0 caps the run (smoke tests)
-        "step_token_lr": None,  # ours: the new step-token rows' learning rate (None: learning_rate)
-    },
-    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": list(ALL_LINEAR)},  # r paper, rest ours
-    "mote": {
-        "mix_alpha": 0.5,  # paper
-        "skip_p": 0.5,  # ours (p_dropout not given)
-        "n_gate_experts": 4,  # gated baselines: as many LoRAs as MoTE (3 step + shared)
-        "top_k": 2,  # … and as many active per token
-        "contrastive_weight": 0.1,  # mixlora only; ours
-        "contrastive_tau": 0.1,
-        "contrastive_tokens": 64,
-        "query_expert_infer": "analysis",  # note §7.3
-    },
-    "dtype": "float32",
-}
+# What the rules add from the run's top level (alignrepro/config.py: the seed; rules.smk: the dtype), with its value
+# for a direct call; every other default is methods/mote/config.yaml `defaults.train` (the one source).
+RUN_SUPPLIED: dict[str, Any] = {"train": {"seed": 0}, "dtype": "float32"}
+
+
+def defaults() -> dict[str, Any]:
+    """The YAML defaults of `mote.train` (train, lora, mote) plus the run-supplied seed and dtype."""
+    return yaml_defaults("mote", "train", RUN_SUPPLIED)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULTS":  # the former in-code dict, now a view of the YAML
+        return defaults()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def merged_config(overrides: dict[str, Any]) -> dict[str, Any]:
-    def merge(base: dict, over: dict) -> dict:
-        out = copy.deepcopy(base)
-        for k, v in over.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    return merge(DEFAULTS, overrides)
+    """The YAML defaults deep-merged with `overrides`; an unknown key fails naming the closest valid one."""
+    return merge_settings(defaults(), overrides, "mote.train")
 
 
 def arch_settings(arch: str, cfg: dict[str, Any], explicit: bool = False) -> dict[str, Any]:
@@ -405,9 +389,10 @@ def train(
     log.info("%s: %d examples, %d trainable parameters, skip_p=%s", arch, len(examples), n_train, settings["skip_p"])
     dtype = choose_dtype(cfg.get("dtype", "float32"))
     use_wandb = setup_wandb(wandb_cfg, wandb_dir or out.parent / "wandb", group=f"mote-{tier}")
-    kwargs = trainer_kwargs(tr, out, len(examples), dtype, run_name=name, use_wandb=use_wandb)
-    kwargs["max_grad_norm"] = tr["max_grad_norm"]
-    kwargs["max_steps"] = tr["max_steps"]
+    settings_tr = TrainSettings.from_dict(tr, run=name)
+    kwargs = trainer_kwargs(settings_tr, out, len(examples), dtype, run_name=name, use_wandb=use_wandb)
+    kwargs["max_grad_norm"] = settings_tr.max_grad_norm
+    kwargs["max_steps"] = settings_tr.max_steps
     args = TrainingArguments(**kwargs, remove_unused_columns=False)
     timer = StepTimer()
     trainer = MoTETrainer(
@@ -474,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--base", type=Path, required=True, help="base model folder (with model.json)")
     p.add_argument("--chains", type=Path, required=True, help="chains JSONL (contract: id, messages, analysis, …)")
-    p.add_argument("--config-json", default="{}", help="overrides of DEFAULTS (train, lora, mote, dtype) as JSON")
+    p.add_argument("--config-json", default="{}", help="overrides of the YAML defaults (train, lora, mote, dtype)")
     p.add_argument(
         "--wandb-json",
         default='{"mode": "disabled", "project": "alignrepro"}',

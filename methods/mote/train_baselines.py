@@ -36,6 +36,7 @@ from alignrepro.models import choose_dtype, load_model, load_tokenizer
 from alignrepro.provenance import provenance
 from alignrepro.training import (
     DivergenceGuard,
+    TrainSettings,
     input_identity,
     lora_config,
     resume_checkpoint,
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(train["seed"])
     model = load_model(args.base, dtype=dtype)
     use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parent / "wandb", group=f"mote-{args.tier}")
-    kwargs = trainer_kwargs(train, args.out, len(rows), dtype, run_name=args.name, use_wandb=use_wandb)
+    settings = TrainSettings.from_dict(train, run=args.name)
+    kwargs = trainer_kwargs(settings, args.out, len(rows), dtype, run_name=args.name, use_wandb=use_wandb)
     start, resume, metrics, history = time.perf_counter(), None, {}, []
     if rows:
         trainer = build_trainer(row, model, tok, rows, cfg, kwargs)
