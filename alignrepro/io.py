@@ -88,9 +88,10 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return sha256_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))[:length]
 
 
-# Keys whose values are times, speeds or host facts: they differ between two identical runs.
+# Keys whose values are times, speeds, host facts or cache bookkeeping (which of two parallel jobs judged a shared
+# pair first): they differ between two identical runs.
 VOLATILE_KEY = re.compile(
-    r"^(created_utc|timing|eps|torch_threads|cpu_flags|hostname)$|^seconds"
+    r"^(created_utc|timing|eps|torch_threads|cpu_flags|hostname|hits|misses)$|^seconds"
     r"|(_seconds|_runtime|_per_second|_per_s|_s|seconds_per_step\w*|_utc)$"
 )
 
