@@ -152,8 +152,8 @@ def schema(config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
             if key in out["$defs"]:
                 raise ConfigError(f"{paper.schema}: $defs {key!r} is already defined in config/schema.yaml")
             out["$defs"][key] = value
-        for key in paper.row_lists:  # lists of rows name the rows the manifest declares
-            frag["properties"][key]["items"] = {"enum": list(paper.rows)}
+        for key, table in paper.row_lists.items():  # lists of rows name the rows the manifest declares (one table)
+            frag["properties"][key]["items"] = {"enum": [n for n, r in paper.rows.items() if r.get("table") == table]}
         out["properties"][name] = frag
         out["required"].append(name)
     out["properties"]["papers"]["items"] = {"enum": names}

@@ -70,7 +70,8 @@ class Paper:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # method rows (alignrepro.rows)
     row_schema: dict[str, Any] = field(default_factory=dict)  # JSON schema of a row's own fields
     row_refs: tuple[str, ...] = ()  # row fields that name code ("module:object" or "file.py:object")
-    row_lists: tuple[str, ...] = ()  # config keys (in the paper's section) whose items name rows
+    # config keys (in the paper's section) whose items name rows: a list (rows without `table`) or {key: table}
+    row_lists: dict[str, str | None] = field(default_factory=dict)
 
     def config_tree(self) -> dict[str, Any]:
         return _yaml(self.config)
@@ -119,9 +120,13 @@ def _read(folder: Path) -> Paper:
         rows=data.get("rows") or {},
         row_schema=data.get("row_schema") or {},
         row_refs=tuple(data.get("row_refs") or ()),
-        row_lists=tuple(data.get("row_lists") or ()),
+        row_lists=_row_lists(data.get("row_lists")),
         **files,
     )
+
+
+def _row_lists(value: Any) -> dict[str, str | None]:
+    return dict(value) if isinstance(value, dict) else dict.fromkeys(value or ())
 
 
 @cache

@@ -14,7 +14,9 @@ methods/<paper>/rows/ and under every folder in the config's `row_dirs`:
 
 Every declared row is checked when the workflow starts (fields against the paper's row schema, builders importable),
 so a row that cannot be built fails at once, naming its file; nothing is skipped silently. A folder row with
-`enabled: false` is known but not run (the shipped example).
+`enabled: false` is known but not run (the shipped example). A paper with rows of several kinds (MoTE's Table 1
+baselines and Table 4 architectures) marks the other kinds with `table: <name>` (a field of its row schema); rows
+without one form the paper's default table, and `enabled`/`row_lists` pick one table at a time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class Row:
     spec: dict[str, Any]  # the paper's own fields (builders, trainer, config, …), checked against its row schema
     source: Path  # the manifest or row.yaml that declares it
     enabled: bool = True
+
+    @property
+    def table(self) -> str | None:
+        """The paper's table the row belongs to (None: the paper's default table)."""
+        return self.spec.get("table")
 
     @property
     def folder(self) -> Path | None:
@@ -146,12 +153,14 @@ def check(row: Row, schema: dict[str, Any], refs: tuple[str, ...]) -> None:
             row.load(field)  # fails now, naming the row, rather than in a job an hour later
 
 
-def enabled(paper: str, chosen: list[str], row_dirs: list[str | Path] = ()) -> list[Row]:
-    """The rows a run trains: those the config lists (`chosen`, built-in rows) and every enabled folder row."""
-    rows = paper_rows(paper, row_dirs)
+def enabled(paper: str, chosen: list[str], row_dirs: list[str | Path] = (), table: str | None = None) -> list[Row]:
+    """The rows of one table a run trains: those the config lists (`chosen`, built-in rows) and every enabled folder
+    row of that table (`table`: None, the rows without a `table` field)."""
+    rows = {n: r for n, r in paper_rows(paper, row_dirs).items() if r.table == table}
     unknown = [n for n in chosen if n not in rows]
     if unknown:
-        raise UserError(f"config key '{paper}' lists unknown rows {unknown}. Available: {', '.join(rows)}")
+        where = f" of {table}" if table else ""
+        raise UserError(f"config key '{paper}' lists unknown rows{where} {unknown}. Available: {', '.join(rows)}")
     out = [rows[n] for n in chosen]
     out += [r for r in rows.values() if r.folder is not None and r.enabled and r.name not in chosen]
     return out

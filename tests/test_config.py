@@ -271,26 +271,27 @@ def test_every_schema_object_is_closed_and_every_property_described():
 
 def test_schema_lists_every_key_the_in_code_defaults_accept():
     # Closing an object must not reject a key the code reads: give every in-code default back through the config.
-    # Left out: what the rules inject themselves (dtype, seed, scalarizer_params of ppo/analysis, MoTE's safety dir).
-    from alignrepro.methods.morlaif import analysis, pm, ppo, scalarizers
+    # Left out: what the rules inject themselves (dtype, seed, ppo's scalarizer_params, the sampler's budget).
+    from alignrepro.methods.morlaif import analysis, data, pm, ppo, scalarizers
     from alignrepro.methods.mote import chains, queries
     from alignrepro.methods.mote import train as mote_train
 
     def drop(d, *keys):
         return {k: v for k, v in d.items() if k not in keys}
 
-    gen = drop(chains.GEN_DEFAULTS, "dtype", "seed")
+    gen = drop(chains.gen_defaults(), "dtype", "seed")
     user = {
         "tier": "ci",
         "morlaif": {
-            "ppo": {**drop(ppo.DEFAULTS, "scalarizer_params", "dtype"), "batch_size": 2, "steps": 1},
-            "pm": drop(pm.DEFAULT_CONFIG, "dtype"),
-            "analysis": drop(analysis.DEFAULT_CONFIG, "seed", "scalarizer_params"),
+            "ppo": {**drop(ppo.defaults(), "scalarizer_params", "dtype"), "batch_size": 2, "steps": 1},
+            "pm": drop(pm.default_config(), "dtype"),
+            "analysis": drop(analysis.default_config(), "seed"),
             "scalarizer_params": dict(scalarizers.DEFAULT_PARAMS),
+            "sample": drop(data.sample_defaults(), "max_new_tokens", "batch_size", "dtype"),
         },
         "mote": {
-            "train": drop(mote_train.DEFAULTS, "dtype"),
-            "data": drop(queries.DEFAULTS, "safety_prompts_dir", "exclude_shared_eval_from_train"),
+            "train": drop(mote_train.defaults(), "dtype"),
+            "data": queries.defaults(),
             "chains": {"generation": gen},
             "baseline_generation": gen,
         },

@@ -172,7 +172,7 @@ def test_a_registered_kind_gets_its_papers_backend_by_lookup(tmp_path, toy_regis
     from alignrepro.generation import make_backend
 
     folder = _model_folder(tmp_path / "toy-model", {"kind": "toy", "name": "t"})
-    spec = {"backend": "hf", "batch_size": 3, "dtype": "float32", "its_own_setting": 7}
+    spec = {"backend": "local", "batch_size": 3, "dtype": "float32", "its_own_setting": 7}
     backend = make_backend(spec, folder)
     assert type(backend).__name__ == "ToyBackend" and backend.model_ref == folder
     assert backend.spec["its_own_setting"] == 7  # the paper reads its own settings from the spec
@@ -185,7 +185,7 @@ def test_an_unknown_kind_is_a_user_error_naming_the_file_and_the_kinds(tmp_path,
 
     folder = _model_folder(tmp_path / "odd-model", {"kind": "pm_lroa", "name": "odd"})
     with pytest.raises(UserError) as err:
-        make_backend({"backend": "hf"}, folder)
+        make_backend({"backend": "local"}, folder)
     msg = str(err.value)
     assert str(folder / "model.json") in msg and "unknown model kind 'pm_lroa'" in msg
     assert "Available: base, lora, " in msg and "mote (mote)" in msg and "toy (toypaper)" in msg

@@ -31,7 +31,7 @@ def make_random_pm(base: Path, out: Path, name: str, layers: int | None, seed: i
     tok = P.load_pm_tokenizer(base)
     torch.manual_seed(seed)
     model = P.load_seqcls_base(base, torch.float32, tok.pad_token_id)
-    lora = {**P.DEFAULT_CONFIG["lora"], "target_modules": TARGETS, "layers": layers}
+    lora = {**P.default_config()["lora"], "target_modules": TARGETS, "layers": layers}
     peft_model = get_peft_model(model, P.pm_lora_config(lora, model))
     g = torch.Generator().manual_seed(100 + seed)
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_pad_render_and_left_truncation(ci_model):
 def test_all_linear_targets(ci_model):
     tok = P.load_pm_tokenizer(ci_model)
     model = P.load_seqcls_base(ci_model, torch.float32, tok.pad_token_id)
-    cfg = P.pm_lora_config({**P.DEFAULT_CONFIG["lora"], "target_modules": "all-linear", "layers": 1}, model)
+    cfg = P.pm_lora_config({**P.default_config()["lora"], "target_modules": "all-linear", "layers": 1}, model)
     assert sorted(cfg.target_modules) == sorted(TARGETS)  # every linear layer of the blocks, not the score head
     assert cfg.layers_to_transform == [1]
 

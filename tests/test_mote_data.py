@@ -41,7 +41,7 @@ def _runner(reply) -> tuple[StepRunner, EchoBackend]:
 
 
 def test_pool_split_disjoint_deterministic_and_seeded(tmp_path):
-    cfg = {"n_train": 40, "n_test": 20}
+    cfg = {"source": "pool", "n_train": 40, "n_test": 20}
     splits, _ = Q.build_queries(cfg, seed=1)
     again, _ = Q.build_queries(cfg, seed=1)
     other, _ = Q.build_queries(cfg, seed=2)
@@ -62,7 +62,7 @@ def test_pool_split_disjoint_deterministic_and_seeded(tmp_path):
         "open_instructions/test",
     }
     # The test split of a bigger train request is the same: test is drawn first (a fixed eval set per seed).
-    bigger, _ = Q.build_queries({"n_train": 60, "n_test": 20}, seed=1)
+    bigger, _ = Q.build_queries({"source": "pool", "n_train": 60, "n_test": 20}, seed=1)
     assert [r["id"] for r in bigger["test"]] == [r["id"] for r in test]
 
     man = Q.main(["--data-json", json.dumps(cfg), "--seed", "1", "--out-dir", str(tmp_path), "--tier", "ci"])
@@ -78,7 +78,7 @@ def test_pool_split_disjoint_deterministic_and_seeded(tmp_path):
 
 
 def test_pool_exclusion_and_overlap_with_shared_eval_sets(tmp_path):
-    splits, _ = Q.build_queries({"n_train": 20, "n_test": 10}, seed=0)
+    splits, _ = Q.build_queries({"source": "pool", "n_train": 20, "n_test": 10}, seed=0)
     shared = tmp_path / "safety"
     shared.mkdir()
     hit = splits["train"][0]["id"]
@@ -86,15 +86,17 @@ def test_pool_exclusion_and_overlap_with_shared_eval_sets(tmp_path):
     rep = Q.overlap_report(splits, shared)
     assert rep["train"]["in_shared_eval_sets"]["harmful"] == [hit]
     excl, _ = Q.build_queries(
-        {"n_train": 20, "n_test": 10, "safety_prompts_dir": str(shared), "exclude_shared_eval_from_train": True}, 0
+        {"source": "pool", "n_train": 20, "n_test": 10, "safety_prompts_dir": str(shared)}
+        | {"exclude_shared_eval_from_train": True},
+        0,
     )
     assert hit not in {r["id"] for r in excl["train"]} and len(excl["train"]) == 20
 
 
 def test_pool_too_small_is_a_clear_error():
     with pytest.raises(ValueError, match="helpful: asked for"):
-        Q.build_queries({"n_train": 400, "n_test": 10}, seed=0)
-    with pytest.raises(ValueError, match="unknown data key"):
+        Q.build_queries({"source": "pool", "n_train": 400, "n_test": 10}, seed=0)
+    with pytest.raises(ValueError, match="unknown keys.*did you mean 'n_train'"):
         Q.build_queries({"n_trian": 4}, seed=0)
 
 

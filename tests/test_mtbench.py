@@ -299,7 +299,7 @@ def test_ci_model_answers_both_turns(ci_model):
     from alignrepro.models import prompt_template
 
     qs = [Question(1, "writing", ["Say hi.", "Again."]), Question(2, "math", ["1+1?", "And 2+2?"])]
-    spec = {"backend": "hf", "batch_size": 8, "temperature": 1.0, "min_new_tokens": 2, "stop": []}
+    spec = {"backend": "local", "batch_size": 8, "temperature": 1.0, "min_new_tokens": 2, "stop": []}
     backend = make_backend(spec, ci_model)
     rows = answer_questions(backend, qs, prompt_template(ci_model), 4)
     assert len(rows) == 2 and all(len(r["answers"]) == 2 for r in rows)
@@ -319,7 +319,7 @@ def test_cli_help(module):
 
 def test_clis_end_to_end_on_the_ci_model(ci_model, tmp_path):
     answers = tmp_path / "answers.jsonl"
-    spec = json.dumps({"backend": "hf", "batch_size": 8, "min_new_tokens": 2})
+    spec = json.dumps({"backend": "local", "batch_size": 8, "min_new_tokens": 2})
     argv = ["--model", str(ci_model), "--out", str(answers), "--per-category", "1", "--max-new-tokens", "3"]
     answer_mod.main([*argv, "--spec-json", spec, "--tier", "ci"])
     rows = read_jsonl(answers)

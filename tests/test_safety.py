@@ -287,7 +287,7 @@ def test_answer_prompts_on_ci_model_and_cli(ci_model, tmp_path):
     from alignrepro.models import prompt_template
 
     rows = [{"id": f"p{i}", "prompt": p, "eval_set": "benign"} for i, p in enumerate(["Hi there", "Name a color", "?"])]
-    spec = {"backend": "hf", "batch_size": 8, "temperature": 1.0, "min_new_tokens": 2}
+    spec = {"backend": "local", "batch_size": 8, "temperature": 1.0, "min_new_tokens": 2}
     backend = make_backend(spec, ci_model)
     out = answer_prompts(backend, rows, prompt_template(ci_model), max_new_tokens=6)
     assert [r["id"] for r in out] == ["p0", "p1", "p2"]

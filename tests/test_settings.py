@@ -12,7 +12,9 @@ import torch
 
 from alignrepro.config import resolve_config
 from alignrepro.errors import UserError
-from alignrepro.methods.morlaif import pm, ppo
+from alignrepro.methods.morlaif import analysis, data, pm, ppo
+from alignrepro.methods.morlaif.principles import PRINCIPLES
+from alignrepro.methods.mote import chains, queries
 from alignrepro.methods.mote import train as mote_train
 from alignrepro.training import SettingsError, TrainSettings, trainer_kwargs
 
@@ -94,10 +96,62 @@ FORMER_PPO = {
     "value_trainable_layers": "all",
     "dtype": "float32",
 }
+FORMER_ANALYSIS = {  # methods/morlaif/analysis.py DEFAULT_CONFIG
+    "principles": list(PRINCIPLES),
+    "baselines": ["cai", "hhh"],
+    "weights": "pm_regression",
+    "agreement_split": "all",
+    "max_iter": 10000,
+    "l2_C": None,
+    "seed": 0,
+}
+FORMER_QUERIES = {  # methods/mote/queries.py DEFAULTS
+    "source": "pool",
+    "n_train": 64,
+    "n_test": 32,
+    "harmful_frac": 0.5,
+    "hh_path": "Anthropic/hh-rlhf",
+    "hh_revision": None,
+    "hh_harmful": "harmless-base",
+    "hh_helpful": "helpful-base",
+    "hh_file": "{subset}/{split}.jsonl.gz",
+    "max_query_chars": None,
+    "open_split": None,
+    "safety_prompts_dir": None,
+    "exclude_shared_eval_from_train": False,
+}
+FORMER_CHAINS_GEN = {  # methods/mote/chains.py GEN_DEFAULTS ("hf": the deprecated name of "local")
+    "backend": "local",
+    "dtype": "float32",
+    "batch_size": 8,
+    "temperature": 0.0,
+    "seed": 0,
+    "min_new_tokens": 0,
+    "max_new_tokens": 64,
+    "self_check_tokens": 4,
+    "self_check_threshold": 0.5,
+    "safety_check": "self",
+    "filter_unsafe": False,
+    "copy_threshold": 0.5,
+    "copy_fallback": True,
+}
+FORMER_SAMPLE_GEN = {  # methods/morlaif/data.py GEN_DEFAULTS ("hf": the deprecated name of "local")
+    "backend": "local",
+    "max_new_tokens": 64,
+    "temperature": 0.7,
+    "batch_size": 8,
+    "dtype": "float32",
+    "stop": ["\nHuman:"],
+}
 YAML_WON = {
     "mote": set(),
     "pm": {("lora", "target_modules")},
     "ppo": {("batch_size",), ("steps",), ("lora", "target_modules")},
+    "analysis": set(),
+    # required by the schema, so the workflow always gave the YAML's (paper) values: now a direct call's too
+    "queries": {("source",), ("n_train",), ("n_test",)},
+    "chains": {("batch_size",), ("max_new_tokens",)},  # required too (chains.generation's, baseline_generation's)
+    "sample": set(),
 }
 
 
@@ -115,6 +169,10 @@ def _flat(d, prefix=()):
         ("mote", FORMER_MOTE, mote_train.defaults),
         ("pm", FORMER_PM, pm.default_config),
         ("ppo", FORMER_PPO, ppo.defaults),
+        ("analysis", FORMER_ANALYSIS, analysis.default_config),
+        ("queries", FORMER_QUERIES, queries.defaults),
+        ("chains", FORMER_CHAINS_GEN, chains.gen_defaults),
+        ("sample", FORMER_SAMPLE_GEN, data.sample_defaults),
     ],
 )
 def test_every_key_the_code_reads_has_its_former_value_in_the_yaml_defaults(name, former, now):
@@ -131,6 +189,11 @@ def test_the_resolved_sections_pass_through_the_merge_functions_unchanged(tier):
         (cfg["mote"]["train"], mote_train.merged_config),
         (cfg["morlaif"]["pm"], pm.merge_config),
         (cfg["morlaif"]["ppo"], ppo.resolve_config),
+        (cfg["morlaif"]["analysis"], analysis.merge_config),
+        (cfg["mote"]["data"], queries.merged_config),
+        (cfg["mote"]["chains"]["generation"], chains.merged_spec),
+        (cfg["mote"]["baseline_generation"], chains.merged_spec),
+        ({**cfg["morlaif"]["sample"], "max_new_tokens": 8, "batch_size": 2}, data.sample_spec),
     ):
         merged = dict(_flat(merge(section)))
         for key, value in _flat(section):  # the workflow's values win; the rest is the YAML's
@@ -147,6 +210,10 @@ def test_the_resolved_sections_pass_through_the_merge_functions_unchanged(tier):
             lambda: ppo.resolve_config({"steps": 1, "batch_size": 4, "lerning_rate": 1.0}),
             "did you mean 'learning_rate'",
         ),
+        (lambda: analysis.merge_config({"max_iters": 5}), "did you mean 'max_iter'"),
+        (lambda: queries.build_queries({"n_trian": 4}, seed=0), "did you mean 'n_train'"),
+        (lambda: chains.merged_spec({"temprature": 0.5}), "did you mean 'temperature'"),
+        (lambda: data.sample_spec({"max_new_token": 5}), "did you mean 'max_new_tokens'"),
     ],
 )
 def test_an_unknown_key_fails_naming_it_and_the_closest(call, message):

@@ -42,19 +42,14 @@ import torch
 
 from alignrepro.evals.verifiable.accuracy import wilson as wilson_pct
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file
-from alignrepro.methods.morlaif.principles import ABLATION_ORDER, BASELINES, PRINCIPLES
+from alignrepro.methods.morlaif.principles import ABLATION_ORDER
+from alignrepro.training import merge_settings, yaml_defaults
 
 log = logging.getLogger("morlaif.analysis")
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "principles": list(PRINCIPLES),
-    "baselines": list(BASELINES),
-    "weights": "pm_regression",
-    "agreement_split": "all",  # the paper used HH train; "all" gives more pairs at the tiny tier
-    "max_iter": 10000,
-    "l2_C": None,  # None: un-penalised (the paper); a float: L2 with that inverse strength (tiny: few pairs)
-    "seed": 0,
-}
+# What the rules add from the run's top level (the seed), with its value for a direct call; every other default is
+# methods/morlaif/config.yaml `defaults.analysis` (the one source).
+RUN_SUPPLIED: dict[str, Any] = {"seed": 0}
 WEIGHT_MODES = ("pm_regression", "feedback_regression", "uniform")
 BASELINE_NAMES = {"cai": "single_pm_rlaif_baseline", "hhh": "single_principle_morlaif_baseline"}
 FILES = {
@@ -351,11 +346,15 @@ def reward_params(
 
 
 # ---------------------------------------------------------------------------------------------------- driver
+def default_config() -> dict[str, Any]:
+    """The YAML defaults of `morlaif.analysis` (principles, baselines, weights, ...) plus the run-supplied seed."""
+    return yaml_defaults("morlaif", "analysis", RUN_SUPPLIED)
+
+
 def merge_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    out = {**DEFAULT_CONFIG, **(cfg or {})}
-    unknown = sorted(set(out) - set(DEFAULT_CONFIG))
-    if unknown:  # e.g. the former `scalarizers`/`scalarizer_params`: figure B's, never the weights'
-        raise ValueError(f"analysis config: unknown keys {unknown} (known: {sorted(DEFAULT_CONFIG)})")
+    """The YAML defaults overridden by `cfg`; an unknown key (e.g. the former `scalarizers`: figure B's, never the
+    weights') fails naming the closest valid one."""
+    out = merge_settings(default_config(), cfg, "analysis config")
     if out["weights"] not in WEIGHT_MODES:
         raise ValueError(f"weights must be one of {WEIGHT_MODES}, not {out['weights']!r}")
     return out
@@ -395,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=Path, required=True, help="data/pairs.jsonl")
     p.add_argument("--feedback-dir", type=Path, required=True, help="folder of <principle>.jsonl feedback files")
     p.add_argument("--pm-scores", type=Path, required=True, help="pm_scores.jsonl")
-    p.add_argument("--config-json", default="{}", help="analysis config as JSON; see DEFAULT_CONFIG")
+    p.add_argument("--config-json", default="{}", help="analysis config as JSON over config.yaml defaults.analysis")
     p.add_argument("--tier", default="unknown")
     p.add_argument("--out-dir", type=Path, required=True)
     args = p.parse_args(argv)

@@ -58,14 +58,27 @@ HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-reject
 ASSISTANT = "\n\nAssistant:"
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 STAGE_FILES = ("prompts_train.jsonl", "prompts_eval.jsonl", "prompts_sample.jsonl", "pairs_fixed.jsonl")
-GEN_DEFAULTS: dict[str, Any] = {
-    "backend": "hf",
-    "max_new_tokens": 64,
-    "temperature": 0.7,  # the official generate_HH_responses
-    "batch_size": 8,
-    "dtype": "float32",
-    "stop": ["\nHuman:"],  # the official sampler stops at "Human:"
-}
+# What the rules add (max_new_tokens, batch_size from `generation`; the run's dtype), with its value for a direct call;
+# the sampler's own defaults are methods/morlaif/config.yaml `defaults.sample` (the one source).
+SAMPLE_RUN_SUPPLIED: dict[str, Any] = {"max_new_tokens": 64, "batch_size": 8, "dtype": "float32"}
+# Settings without a default (a padded-batch cap, the openai backend's endpoint).
+SAMPLE_OPTIONAL_KEYS = ("max_batch_tokens", "min_new_tokens", "model", "base_url", "api_key_env", "max_requests")
+
+
+def sample_defaults() -> dict[str, Any]:
+    """The YAML defaults of `morlaif.sample` plus what the rules supply."""
+    from alignrepro.training import yaml_defaults
+
+    return yaml_defaults("morlaif", "sample", SAMPLE_RUN_SUPPLIED)
+
+
+def sample_spec(gen: dict[str, Any]) -> dict[str, Any]:
+    """The sampler's generation spec: the defaults overridden by `gen`; an unknown key fails naming the closest."""
+    from alignrepro.training import merge_settings
+
+    base = sample_defaults()
+    base |= {k: None for k in SAMPLE_OPTIONAL_KEYS if k in gen and k not in base}
+    return merge_settings(base, gen, "morlaif sample generation")
 
 
 # ------------------------------------------------------------------------------------------------------ HH-RLHF
@@ -390,7 +403,7 @@ def sample_pairs(
     """Two sampled responses per prompt (two seeded passes), as pairs with human_label null; identical pairs dropped."""
     from alignrepro.generation import answer_conversations, backend_for
 
-    spec = GEN_DEFAULTS | gen
+    spec = sample_spec(gen)
     spec["seed"] = seed
     backend, template, spec = backend_for(spec, model)
     convs = [p["messages"] for p in prompts]
@@ -516,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument(
         "--gen-json",
         default="{}",
-        help=f"generation settings over the defaults {json.dumps(GEN_DEFAULTS)} (backend_for's spec)",
+        help="generation settings over the defaults (config.yaml defaults.sample; backend_for's spec)",
     )
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--tier", required=True)
@@ -542,7 +555,7 @@ def main(argv: list[str] | None = None) -> None:
         write_jsonl(args.out, pairs)
         atomic_write_json(
             args.out.with_suffix(".provenance.json"),
-            provenance(tier=args.tier, config=GEN_DEFAULTS | gen, seed=args.seed, **facts)
+            provenance(tier=args.tier, config=sample_spec(gen), seed=args.seed, **facts)
             | {"prompts_sha256": sha256_file(args.prompts)},
         )
     else:

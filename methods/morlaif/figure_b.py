@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_file
-from alignrepro.methods.morlaif.analysis import BASELINE_NAMES, DEFAULT_CONFIG, Data, accuracy, zscored
+from alignrepro.methods.morlaif.analysis import BASELINE_NAMES, Data, accuracy, default_config, zscored
 from alignrepro.methods.morlaif.arms import Arm
 from alignrepro.methods.morlaif.scalarizers import scalarize
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pm-scores", type=Path, required=True, help="pm_scores.jsonl")
     p.add_argument("--weights", type=Path, required=True, help="analysis/weights.json")
     p.add_argument("--arms-json", required=True, help="[Arm.to_json(), ...]: the scalarizer rows, in figure order")
-    p.add_argument("--baselines", nargs="*", default=list(DEFAULT_CONFIG["baselines"]), help="single-PM baselines")
+    p.add_argument("--baselines", nargs="*", default=list(default_config()["baselines"]), help="single-PM baselines")
     p.add_argument("--seed", type=int, default=0, help="recorded only (figure B samples nothing)")
     p.add_argument("--tier", default="unknown")
     p.add_argument("--out", type=Path, required=True, help="analysis/fig_b_objective_accuracy.json")

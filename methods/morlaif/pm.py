@@ -55,12 +55,6 @@ def default_config() -> dict[str, Any]:
     return yaml_defaults("morlaif", "pm", RUN_SUPPLIED)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "DEFAULT_CONFIG":  # the former in-code dict, now a view of the YAML
-        return default_config()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def merge_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """The YAML defaults deep-merged with `cfg` (the effective config is what model.json records); an unknown key
     fails naming the closest valid one."""

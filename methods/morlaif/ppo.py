@@ -76,12 +76,6 @@ def defaults() -> dict[str, Any]:
     return yaml_defaults("morlaif", "ppo", RUN_SUPPLIED)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "DEFAULTS":  # the former in-code dict, now a view of the YAML
-        return defaults()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The YAML defaults overridden by `cfg` (nested dicts merged); an unknown key fails naming the closest valid
     one. Checks the budget and the batch split."""

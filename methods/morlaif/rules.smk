@@ -59,8 +59,8 @@ rule morlaif_sample:
     output:
         f"{ML_R}/data/sampled.jsonl",
     params:
-        gen=as_json({"max_new_tokens": ML["generation"]["max_new_tokens"], "batch_size": ML["generation"]["batch_size"],
-                     "temperature": 0.7, "dtype": config["dtype"]}),
+        gen=as_json({**ML["sample"], "max_new_tokens": ML["generation"]["max_new_tokens"],
+                     "batch_size": ML["generation"]["batch_size"], "dtype": config["dtype"]}),
         seed=config["seed"],
     log:
         f"{ML_R}/logs/sample.log",

@@ -51,23 +51,23 @@ from alignrepro.provenance import provenance
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
 
-GEN_DEFAULTS: dict[str, Any] = {
-    "backend": "hf",
-    "dtype": "float32",
-    "batch_size": 8,
-    "temperature": 0.0,  # greedy; the paper gives no decoding settings (0.7 is the other choice of the note)
-    "seed": 0,
-    "min_new_tokens": 0,
-    "max_new_tokens": 64,  # per step: an int, or {"analysis": .., "guidance": .., "answer": .., ...}
-    "self_check_tokens": 4,  # only for backends without log-probs (parsed text)
-    "self_check_threshold": 0.5,  # P(Yes) / (P(Yes) + P(No)) at or above which an answer counts as safe
-    "safety_check": "self",  # who decides v5's skips and filter_unsafe: "self" | "keyword" | "both" (AND)
-    "filter_unsafe": False,
-    # A step output whose word 4-grams are mostly (>= threshold) an earlier shown step's is a copy (SmolLM2-135M
-    # often repeats its analysis as guidance and answer). copy_fallback: treat it as empty (counted); else flag only.
-    "copy_threshold": 0.5,
-    "copy_fallback": True,
-}
+# What the rules add from the run's top level (dtype, seed), with its value for a direct call; every other default is
+# methods/mote/config.yaml `defaults.chains.generation` (the one source), also the defaults of baseline_generation.
+RUN_SUPPLIED: dict[str, Any] = {"dtype": "float32", "seed": 0}
+# Settings without a default (an optional cap, the template's stop strings, the openai backend's endpoint).
+OPTIONAL_KEYS = ("max_batch_tokens", "stop", "model", "base_url", "api_key_env", "max_requests")
+
+
+def gen_defaults() -> dict[str, Any]:
+    """The YAML defaults of generation (`mote.chains.generation`) plus the run-supplied dtype and seed."""
+    from alignrepro.papers import paper
+    from alignrepro.training import merge_settings
+
+    return merge_settings(
+        paper("mote").defaults()["chains"]["generation"], RUN_SUPPLIED, "mote generation", extend=True
+    )
+
+
 SHAPE_NAMES = {
     (False, False): "Q->A",
     (True, False): "Q->Ana->A",
@@ -98,7 +98,11 @@ def clean_output(text: str | None) -> tuple[str | None, list[str]]:
 
 
 def merged_spec(gen: dict[str, Any]) -> dict[str, Any]:
-    spec = {**GEN_DEFAULTS, **gen}
+    """The generation defaults overridden by `gen`; an unknown key fails naming the closest valid one."""
+    from alignrepro.training import merge_settings
+
+    base = gen_defaults()
+    spec = merge_settings({**base, **{k: None for k in OPTIONAL_KEYS if k in gen and k not in base}}, gen, "generation")
     if spec["safety_check"] not in ("self", "keyword", "both"):
         raise ValueError(f"safety_check must be 'self', 'keyword' or 'both', not {spec['safety_check']!r}")
     return spec
@@ -525,7 +529,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", type=Path, help="policy model folder (with model.json); not needed for openai")
     ap.add_argument("--queries", type=Path, required=True, help="query JSONL of mote.queries (train.jsonl)")
     ap.add_argument("--template", default="alignCoT-v1", choices=T.CHAIN_TEMPLATES)
-    ap.add_argument("--gen-json", default="{}", help=f"generation settings; defaults: {json.dumps(GEN_DEFAULTS)}")
+    ap.add_argument(
+        "--gen-json", default="{}", help="generation settings over the defaults (config.yaml chains.generation)"
+    )
     ap.add_argument("--tier", default="unknown")
     ap.add_argument("--out", type=Path, required=True, help="chains JSONL; the summary goes to <out>.summary.json")
     ap.add_argument("--limit", type=int, default=None, help="only the first N queries (timing, debugging)")

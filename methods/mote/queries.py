@@ -14,8 +14,9 @@ Two sources, chosen by `source` in --data-json:
 Writes OUT_DIR/{train,test}.jsonl (rows {"id","kind","messages","source"[,"reference"]}) and OUT_DIR/manifest.json
 (id lists, counts per kind and source, file hashes, data provenance, overlap with the shared safety prompt pools).
 
---data-json keys (defaults in DEFAULTS): source, n_train, n_test, harmful_frac, hh_path, hh_revision, hh_harmful,
-hh_helpful, hh_file, max_query_chars, open_split, safety_prompts_dir, exclude_shared_eval_from_train.
+--data-json keys (defaults: methods/mote/config.yaml `defaults.data`): source, n_train, n_test, harmful_frac, hh_path,
+hh_revision, hh_harmful, hh_helpful, hh_file, max_query_chars, open_split, safety_prompts_dir,
+exclude_shared_eval_from_train.
 
 CLI: `python -m alignrepro.methods.mote.queries --data-json '{"source": "pool", "n_train": 64, "n_test": 32}'
       --seed 0 --out-dir results/mote/tiny/data --tier tiny`
@@ -38,21 +39,22 @@ from alignrepro.provenance import provenance
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
 KINDS = ("harmful", "helpful")
-DEFAULTS: dict[str, Any] = {
-    "source": "pool",
-    "n_train": 64,  # total over both kinds
-    "n_test": 32,
-    "harmful_frac": 0.5,
-    "hh_path": "Anthropic/hh-rlhf",
-    "hh_revision": None,
-    "hh_harmful": "harmless-base",
-    "hh_helpful": "helpful-base",
-    "hh_file": "{subset}/{split}.jsonl.gz",
-    "max_query_chars": None,  # drop the earliest turns of a longer dialogue (whole turns; never the last request)
-    "open_split": None,  # the shipped open instructions used as helpful prompts: None = all 80
-    "safety_prompts_dir": None,  # output of evals.safety.prompts: exact overlap recorded in the manifest
-    "exclude_shared_eval_from_train": False,
-}
+
+
+def defaults() -> dict[str, Any]:
+    """The data settings' defaults: methods/mote/config.yaml `defaults.data` (the one source)."""
+    from alignrepro.training import yaml_defaults
+
+    return yaml_defaults("mote", "data")
+
+
+def merged_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The YAML defaults overridden by `cfg`; an unknown key fails naming the closest valid one."""
+    from alignrepro.training import merge_settings
+
+    return merge_settings(defaults(), cfg, "mote.data")
+
+
 _TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")
 
 
@@ -257,10 +259,7 @@ def shared_eval_ids(safety_dir: Path) -> dict[str, set[str]]:
 
 # --------------------------------------------------------------------------------------------------------- main
 def build_queries(cfg: dict[str, Any], seed: int) -> tuple[dict[str, list[Row]], dict[str, Any]]:
-    cfg = {**DEFAULTS, **cfg}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown data key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    cfg = merged_config(cfg)
     if cfg["source"] == "hh_rlhf":
         splits, data = build_hh(cfg, seed)
     elif cfg["source"] == "pool":
@@ -316,7 +315,9 @@ def manifest_ids(splits: dict[str, list[Row]]) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m alignrepro.methods.mote.queries", description=__doc__.splitlines()[0])
-    ap.add_argument("--data-json", default="{}", help=f"data settings as JSON; defaults: {json.dumps(DEFAULTS)}")
+    ap.add_argument(
+        "--data-json", default="{}", help="data settings as JSON over the defaults (config.yaml defaults.data)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", type=Path, required=True, help="writes train.jsonl, test.jsonl, manifest.json")
     ap.add_argument("--tier", default="unknown", help="recorded in the provenance block")

@@ -11,7 +11,11 @@ MT_WANDB = as_json(config["wandb"])
 MT_TRAIN = as_json({**MT["train"], "dtype": config["dtype"]})
 MT_CHAIN_GEN = as_json({**MT["chains"]["generation"], "dtype": config["dtype"], "seed": config["seed"]})
 MT_PLAIN_GEN = as_json({**MT["baseline_generation"], "dtype": config["dtype"], "seed": config["seed"]})
-MT_ARCHS = ["mote"] + [a for a in MT["archs"] if a != "mote"]
+# Table 4's architectures: paper.yaml rows with `table: table4` (mote first, always), then enabled row folders
+MT_ARCH_ROWS = {r.name: r for r in enabled_rows("mote", ["mote", *(a for a in MT["archs"] if a != "mote")],
+                                                config["row_dirs"], table="table4")}
+MT_ARCHS = list(MT_ARCH_ROWS)
+MT_ARCH_RE = "|".join(map(re.escape, MT_ARCHS + ["mote_explicit"]))
 MT_JB = MT["jailbreak"]  # MoTE's own jailbreak pool (the shared one has 1 template per request: no goodness@0.1)
 MT_SAFETY = f"{MT_R}/data/jailbreak/manifest.json" if MT_JB else []
 MT_FIG6 = [f"{m}-{b}" for m in MT["fig6"]["modes"] for b in MT["fig6"]["budgets"]]
@@ -221,10 +225,13 @@ rule mote_train:
     output:
         f"{MT_R}/{{base}}/models/{{arch}}/model.json",
     wildcard_constraints:
-        arch="|".join(MT_ARCHS + ["mote_explicit"]),
+        arch=MT_ARCH_RE,
     params:
         arch=lambda w: "mote" if w.arch == "mote_explicit" else w.arch,
         explicit=lambda w: "--explicit-datasets" if w.arch == "mote_explicit" else "",
+        # the row's training fields (a changed label or note reruns only the tables)
+        row=lambda w: as_json({k: v for k, v in MT_ARCH_ROWS["mote" if w.arch == "mote_explicit" else w.arch]
+                               .public().items() if k not in ("label", "note", "folder")}),
         name=lambda w: f"mote-{TIER}-{w.base}-{w.arch}",
         cfg=MT_TRAIN,
     log:
@@ -235,7 +242,8 @@ rule mote_train:
     priority: MT_PRIORITY["mote_train"]
     resources: **res("train")
     shell:
-        "{PY} -m alignrepro.methods.mote.train --arch {params.arch} {params.explicit} --base $(dirname {input.base}) "
+        "{PY} -m alignrepro.methods.mote.train --arch {params.arch} --arch-json {params.row:q} {params.explicit} "
+        "--base $(dirname {input.base}) "
         "--chains {input.chains} --config-json {params.cfg:q} --wandb-json {MT_WANDB:q} --tier {TIER} "
         "--name {params.name} --out $(dirname {output}) > {log} 2>&1"
 
@@ -275,7 +283,7 @@ rule mote_infer:
     output:
         f"{MT_R}/{{base}}/answers/mote/{{arch}}.jsonl",
     wildcard_constraints:
-        arch="|".join(MT_ARCHS + ["mote_explicit"]),
+        arch=MT_ARCH_RE,
     params:
         budget=MT["generation"]["max_new_tokens"],
         infer=MT_INFER,
@@ -405,7 +413,9 @@ MT_SPEC = as_json({"tier": TIER, "seed": config["seed"], "bases": MT["bases"], "
                    "judge": MT["judge"], "template": MT_TV,
                    "baselines": [{"name": n, "label": r.label, "trainer": r.spec["trainer"], "note": r.spec.get("note")}
                                  for n, r in MT_ROWS.items()],
-                   "prompting": MT["prompting"], "archs": MT_ARCHS, "fig6": MT["fig6"]})
+                   "prompting": MT["prompting"], "fig6": MT["fig6"],
+                   "archs": [{"name": n, "label": r.label, "note": r.spec.get("note")}
+                             for n, r in MT_ARCH_ROWS.items()]})
 
 
 rule mote_tables:

@@ -10,9 +10,10 @@
   4. save adapter/ (+ tokenizer/) and model.json last: {"kind": "mote", "arch", "adapter_format": "mote"|"peft",
      "base", …, "prompt_template": "chat"}; generate with `python -m alignrepro.methods.mote.infer`.
 
-Archs: mote (step experts + shared, α=0.5, step-skip mask) · mote_no_skip · mote_no_shared · mote_no_both ·
-lora (PEFT, rank r) · lora_x2 (rank 2r, alpha 2·alpha: same scale) · vanilla_moe (token-level softmax gate over 4
-LoRA experts, top-2) · mixlora ("token-gated LoRA-MoE + contrastive expert loss", note §7.12). Every default is in
+Archs are rows (methods/mote/paper.yaml `rows:` with `table: table4`, or a row folder): mote (step experts + shared,
+α=0.5, step-skip mask) · mote_no_skip · mote_no_shared · mote_no_both · lora (PEFT, rank r) · lora_x2 (rank 2r,
+alpha 2·alpha: same scale) · vanilla_moe (token-level softmax gate over 4 LoRA experts, top-2) · mixlora
+("token-gated LoRA-MoE + contrastive expert loss", note §7.12); `arch_settings` reads the row. Every default is in
 methods/mote/config.yaml `defaults.train` (read by `defaults()`) and recorded in model.json; --config-json
 overrides it (nested keys; an unknown key fails).
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
+from alignrepro.errors import UserError
 from alignrepro.io import read_jsonl, stable_hash
 from alignrepro.methods.mote.masks import additive_mask, sample_hidden_blocks, step_skip_keep
 from alignrepro.methods.mote.moe_lora import MoTEConfig, apply_mote, pop_aux_loss, save_mote, set_routing
@@ -63,7 +65,7 @@ from alignrepro.training import (
 )
 
 log = logging.getLogger("mote.train")
-ARCHS = ("mote", "lora", "lora_x2", "vanilla_moe", "mixlora", "mote_no_skip", "mote_no_shared", "mote_no_both")
+ARCH_TABLE = "table4"  # the paper's rows that are train.py architectures (the others are Table 1 baselines)
 # What the rules add from the run's top level (alignrepro/config.py: the seed; rules.smk: the dtype), with its value
 # for a direct call; every other default is methods/mote/config.yaml `defaults.train` (the one source).
 RUN_SUPPLIED: dict[str, Any] = {"train": {"seed": 0}, "dtype": "float32"}
@@ -74,50 +76,54 @@ def defaults() -> dict[str, Any]:
     return yaml_defaults("mote", "train", RUN_SUPPLIED)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "DEFAULTS":  # the former in-code dict, now a view of the YAML
-        return defaults()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def merged_config(overrides: dict[str, Any]) -> dict[str, Any]:
     """The YAML defaults deep-merged with `overrides`; an unknown key fails naming the closest valid one."""
     return merge_settings(defaults(), overrides, "mote.train")
 
 
-def arch_settings(arch: str, cfg: dict[str, Any], explicit: bool = False) -> dict[str, Any]:
-    """What an arch is: adapter format, MoTE config (or PEFT rank) and the step-skip probability."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r} (expected one of {ARCHS})")
+def arch_rows(row_dirs: list[str | Path] = ()) -> dict[str, dict[str, Any]]:
+    """Table 4's architectures, name -> the row's fields (paper.yaml's, then row folders', enabled or not)."""
+    from alignrepro.rows import paper_rows
+
+    return {n: r.public() for n, r in paper_rows("mote", row_dirs).items() if r.table == ARCH_TABLE}
+
+
+def arch_settings(
+    arch: str, cfg: dict[str, Any], explicit: bool = False, row: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What an arch is, read from its row (`row`, else the paper's row of that name): adapter format, MoTE config
+    (or PEFT rank) and the step-skip probability."""
+    if row is None:
+        rows = arch_rows()
+        if arch not in rows:
+            raise UserError(f"unknown arch {arch!r}. Available: {', '.join(rows)}")
+        row = rows[arch]
     lora, m = cfg["lora"], cfg["mote"]
-    skip_p = 0.0 if explicit else m["skip_p"]
-    if arch in ("lora", "lora_x2"):
-        k = 2 if arch == "lora_x2" else 1
+    k = row.get("rank_scale", 1)
+    if row["adapter"] == "peft":
         return {"format": "peft", "r": lora["r"] * k, "alpha": lora["alpha"] * k, "skip_p": 0.0}
     common = {
-        "r": lora["r"],
-        "lora_alpha": lora["alpha"],
+        "r": lora["r"] * k,
+        "lora_alpha": lora["alpha"] * k,
         "dropout": lora["dropout"],
         "target_modules": tuple(lora["target_modules"]),
         "seed": cfg["train"]["seed"],
         "query_expert_infer": m["query_expert_infer"],
     }
-    if arch in ("vanilla_moe", "mixlora"):
+    if row["routing"] == "gate":
         mote = MoTEConfig(
             **common,
             routing="gate",
             shared_expert=False,
             n_gate_experts=m["n_gate_experts"],
             top_k=m["top_k"],
-            contrastive_weight=m["contrastive_weight"] if arch == "mixlora" else 0.0,
+            contrastive_weight=m["contrastive_weight"] if row["contrastive"] else 0.0,
             contrastive_tau=m["contrastive_tau"],
             contrastive_tokens=m["contrastive_tokens"],
         )
         return {"format": "mote", "mote": mote, "skip_p": 0.0}
-    shared = arch in ("mote", "mote_no_skip")
-    skip = arch in ("mote", "mote_no_shared")
-    mote = MoTEConfig(**common, routing="step", shared_expert=shared, mix_alpha=m["mix_alpha"])
-    return {"format": "mote", "mote": mote, "skip_p": skip_p if skip else 0.0}
+    mote = MoTEConfig(**common, routing="step", shared_expert=row["shared_expert"], mix_alpha=m["mix_alpha"])
+    return {"format": "mote", "mote": mote, "skip_p": m["skip_p"] if row["step_skip"] and not explicit else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -205,9 +211,9 @@ class MoTECollator:
 
 
 # ---------------------------------------------------------------------------------------------------- model
-def build_model(arch: str, base: Path, cfg: dict[str, Any], explicit: bool = False):
+def build_model(arch: str, base: Path, cfg: dict[str, Any], explicit: bool = False, row: dict[str, Any] | None = None):
     """(model, tokenizer, arch settings): base + step tokens (trainable rows) + the arch's adapters."""
-    settings = arch_settings(arch, cfg, explicit)
+    settings = arch_settings(arch, cfg, explicit, row)
     dtype = choose_dtype(cfg.get("dtype", "float32"))
     tok = load_tokenizer(base, padding_side="right")
     tok.model_max_length = cfg["train"]["max_length"]
@@ -361,6 +367,11 @@ def save_trained(model, tok, settings: dict[str, Any], out: Path) -> str:
     return settings["format"]
 
 
+def _trained(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The row's fields that change training (not its label, note or folder)."""
+    return row and {k: v for k, v in row.items() if k not in ("label", "note", "folder")}
+
+
 def train(
     arch: str,
     base: Path,
@@ -372,6 +383,7 @@ def train(
     explicit: bool = False,
     name: str | None = None,
     wandb_dir: Path | None = None,
+    row: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import TrainingArguments
@@ -381,7 +393,8 @@ def train(
     name = name or f"mote-{tier}-{arch}{'-explicit' if explicit else ''}"
     rows = read_jsonl(chains)
     train_rows = [v for r in rows for v in expand_explicit(r)] if explicit else rows
-    model, tok, settings = build_model(arch, base, cfg, explicit)
+    row = row or arch_rows().get(arch)  # None (unknown): arch_settings' error names the rows
+    model, tok, settings = build_model(arch, base, cfg, explicit, row)
     examples, data_stats = encode_rows(train_rows, tok, tr["max_length"])
     if not examples:
         raise SystemExit(f"no trainable chains in {chains} ({data_stats})")
@@ -404,7 +417,7 @@ def train(
         step_token_lr=tr["step_token_lr"],
     )
     trainer.add_callback(DivergenceGuard(name))
-    identity = {"step": "mote.train", "arch": arch, "explicit": explicit, "config": cfg}
+    identity = {"step": "mote.train", "arch": arch, "explicit": explicit, "config": cfg, "arch_row": _trained(row)}
     identity |= {"base": input_identity(base), "chains": input_identity(chains)}
     resume = resume_checkpoint(out, identity, required=("trainable.safetensors",))
     start = time.perf_counter()
@@ -424,6 +437,7 @@ def train(
         "kind": "mote",
         "name": name,
         "arch": arch,
+        "arch_row": _trained(row),
         "adapter_format": fmt,
         "base": str(base),
         "adapter": "adapter",
@@ -456,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--arch", choices=ARCHS, required=True)
+    p.add_argument("--arch", required=True, help="a Table 4 row (paper.yaml rows with table: table4, row folders)")
+    p.add_argument("--arch-json", help="the arch row's fields (the rules pass them; default: the paper's row --arch)")
     p.add_argument("--base", type=Path, required=True, help="base model folder (with model.json)")
     p.add_argument("--chains", type=Path, required=True, help="chains JSONL (contract: id, messages, analysis, …)")
     p.add_argument("--config-json", default="{}", help="overrides of the YAML defaults (train, lora, mote, dtype)")
@@ -487,6 +502,7 @@ def main(argv: list[str] | None = None) -> None:
         explicit=args.explicit_datasets,
         name=args.name,
         wandb_dir=args.wandb_dir,
+        row=json.loads(args.arch_json) if args.arch_json else None,
     )
     print(json.dumps({k: meta[k] for k in ("name", "arch", "train_seconds", "optimizer_steps", "data")}, indent=2))
 
