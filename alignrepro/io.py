@@ -15,6 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from alignrepro.errors import UserError
+
+
+class DataError(UserError, ValueError):
+    """A data file the project reads is malformed; the message names the file and line."""
+
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -52,7 +59,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
     return rows
 
 
@@ -89,9 +96,9 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 
 # Keys whose values are times, speeds, host facts or cache bookkeeping (which of two parallel jobs judged a shared
-# pair first): they differ between two identical runs.
+# pair first, how much a resumed job found already scored): they differ between two identical runs.
 VOLATILE_KEY = re.compile(
-    r"^(created_utc|timing|eps|torch_threads|cpu_flags|hostname|hits|misses)$|^seconds"
+    r"^(created_utc|timing|eps|torch_threads|cpu_flags|hostname|hits|misses|prompts_cached|prompts_scored)$|^seconds"
     r"|(_seconds|_runtime|_per_second|_per_s|_s|seconds_per_step\w*|_utc)$"
 )
 

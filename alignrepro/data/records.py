@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignrepro.io import read_jsonl, write_jsonl
+from alignrepro.io import DataError, read_jsonl, write_jsonl
 
 
 @dataclass
@@ -46,10 +46,10 @@ class Record:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; expected a subset of {sorted(names)}")
+            raise DataError(f"{where}: unknown field(s) {sorted(unknown)}; expected a subset of {sorted(names)}")
         for required in ("id", "instruction"):
             if required not in d:
-                raise ValueError(f"{where}: missing required field '{required}'")
+                raise DataError(f"{where}: missing required field '{required}'")
         return cls(**d)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_file
+from alignrepro.io import atomic_write_json, content_sha256, read_json, read_jsonl
 from alignrepro.methods.morlaif.analysis import BASELINE_NAMES, Data, accuracy, default_config, zscored
 from alignrepro.methods.morlaif.arms import Arm
 from alignrepro.methods.morlaif.scalarizers import scalarize
@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
         config={"arms": [a.to_json() for a in arms], "baselines": args.baselines},
         seed=args.seed,
         inputs={
-            "pairs_sha256": sha256_file(args.pairs),
-            "pm_scores_sha256": sha256_file(args.pm_scores),
-            "weights_sha256": sha256_file(args.weights),
+            "pairs_sha256": content_sha256(args.pairs),  # what the files say, not when they were written
+            "pm_scores_sha256": content_sha256(args.pm_scores),
+            "weights_sha256": content_sha256(args.weights),
         },
     )
     atomic_write_json(args.out, {**out, "provenance": prov})
