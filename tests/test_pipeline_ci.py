@@ -114,11 +114,12 @@ def test_the_readme_example_really_retrains_ilf_dpo(ci_run, tmp_path):
 
 @pytest.mark.slow
 def test_a_second_run_gives_identical_results(ci_run, tmp_path):
-    # CUT and MoTE again in a fresh folder (MORLAIF, the slowest, is covered by tests/fault_harness.py): every table,
-    # CSV, JSON(L) and hash must equal the first run's, times and speeds aside (tests/reproducible.py)
-    res = smk(tmp_path, "--config", "tier=ci", "papers=[cut, mote]", "evals={shared: false}")
+    # CUT again in a fresh folder (every paper, MORLAIF and MoTE included, is compared by tests/fault_harness.py; CI's
+    # time budget keeps this one to CUT): every table, CSV, JSON(L) and hash must equal the first run's, times and
+    # speeds aside (tests/reproducible.py)
+    res = smk(tmp_path, "--config", "tier=ci", "papers=[cut]", "evals={shared: false}")
     assert res.returncode == 0, res.stderr[-3000:]
-    for paper in ("cut/ci", "mote/ci", "models"):
+    for paper in ("cut/ci", "models"):
         diffs, compared = differences(ci_run, tmp_path, paper)
         assert compared >= 5 and not diffs, (paper, compared, diffs)
 
