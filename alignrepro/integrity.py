@@ -128,7 +128,7 @@ def scan_models(roots: Iterable[str | Path]) -> tuple[list[str], list[str]]:
                 found = [f"{meta_path}: unreadable ({e})"]
             if found:
                 broken.append((str(meta_path), found))
-        for weights in sorted({*root.rglob("*.safetensors")} - {*root.rglob("checkpoints/**/*.safetensors")}):
+        for weights in sorted(p for p in root.rglob("*.safetensors") if "checkpoints" not in p.relative_to(root).parts):
             folder = next((p for p in weights.parents if (p / "model.json").exists()), None)
             if folder is None or not folder.is_relative_to(root):
                 top = weights.parent.parent if weights.parent.name in ("adapter", "tokenizer") else weights.parent

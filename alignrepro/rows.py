@@ -109,16 +109,13 @@ def _read_folder_row(path: Path) -> Row:
 
 
 def row_folders(row_dirs: list[str | Path] = ()) -> list[Path]:
-    found = sorted(Path(p) for p in discover_dirs())
+    """Every row.yaml: under each paper's rows/ folder, then under the config's `row_dirs`."""
+    found = sorted(p for paper in discover().values() for p in (paper.folder / "rows").glob(f"*/{ROW_FILE}"))
     for d in row_dirs:
         if not Path(d).is_dir():
             raise UserError(f"config key 'row_dirs': {d} is not a folder")
         found += sorted(Path(d).glob(f"*/{ROW_FILE}"))
     return found
-
-
-def discover_dirs() -> list[Path]:
-    return [p for paper in discover().values() for p in (paper.folder / "rows").glob(f"*/{ROW_FILE}")]
 
 
 def paper_rows(paper: str, row_dirs: list[str | Path] = ()) -> dict[str, Row]:
