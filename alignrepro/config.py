@@ -7,7 +7,8 @@ the paper manifests (alignrepro.papers), and are merged at the paper's key.
 Validation happens at workflow start, so a typo fails in a second with the key's path, not an hour later:
 every YAML file is read strictly (a duplicate key is an error, not a silent override), every number must be finite,
 the merged tree is checked against config/schema.yaml (every object closed: an unknown key names the closest valid
-one), and names that point elsewhere in the tree (models, judges) must exist.
+one), and names that point elsewhere in the tree (models; judges, critics, feedback models) must exist and fit
+their use (alignrepro/references.py).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def check_config_files(paths: Iterable[str | Path]) -> None:
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
-        # A component spec (judge/critic with a `backend`) is replaced whole: keys of the default backend
+        # A component spec (a judge registry entry: it has a `backend`) is replaced whole: keys of the default backend
         # (say, an API model name) must not leak into a different backend's spec.
         if isinstance(value, dict) and isinstance(out.get(key), dict) and "backend" not in value:
             out[key] = deep_merge(out[key], value)
@@ -137,12 +138,17 @@ def defaults_for_tier(tier: str, config_dir: Path = CONFIG_DIR) -> dict[str, Any
         if name in merged:
             raise ConfigError(f"config key {name!r} is both a shared setting and paper {paper.folder}")
         merged[name] = deep_merge(paper.defaults(), paper.tier(tier))
+        for model, spec in paper.models(tier).items():  # registry models only this paper uses (its full-tier base)
+            if model in merged["models"] and merged["models"][model] != spec:
+                raise ConfigError(f"{paper.config}: models.{tier}.{model} differs from the registry entry of that name")
+            merged["models"][model] = spec
     return merged
 
 
 def schema(config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
     """config/schema.yaml with each paper's fragment at its key (its $defs joined to the shared ones)."""
     from alignrepro.papers import discover
+    from alignrepro.references import entry_schema
 
     out = load_yaml(config_dir / "schema.yaml")
     names = list(discover())
@@ -157,12 +163,15 @@ def schema(config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
         out["properties"][name] = frag
         out["required"].append(name)
     out["properties"]["papers"]["items"] = {"enum": names}
+    # the judge registry's entries take the keys of every role (a judge's, CUT's critic's, MORLAIF's feedback model's)
+    out["$defs"]["judge_entry"] = entry_schema(out["$defs"])
     return out
 
 
 def resolve_config(user: dict[str, Any], config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
     """Merge the tier preset under the user's values and validate the result against the assembled schema."""
     from alignrepro.papers import discover
+    from alignrepro.references import check_references
 
     user = coerce_scalars(user)
     tier = user.get("tier", "tiny")
@@ -173,14 +182,16 @@ def resolve_config(user: dict[str, Any], config_dir: Path = CONFIG_DIR) -> dict[
     merged = deep_merge(defaults_for_tier(tier, config_dir), user)
     source = f"tier {tier} (config/ + methods/*/config.yaml) + config/config.yaml/--config"
     check_finite(merged, source)
-    validate(merged, schema(config_dir), source=source)
-    check_references(merged, source)
+    tree = schema(config_dir)
+    validate(merged, tree, source=source)
+    check_references(merged, tree["$defs"], source)
     for name, paper in discover().items():  # a run's `seed` reseeds its training too, unless a paper pins its own
         for path in paper.training_seeds:
             node = merged[name]
             for key in path.split("."):
-                node = node[key]
-            node.setdefault("seed", merged["seed"])
+                node = node[key] if node is not None else None
+            if node is not None:  # an optional step switched off (null) has no seed to set
+                node.setdefault("seed", merged["seed"])
     return merged
 
 
@@ -292,63 +303,3 @@ def validate(config: dict, schema_tree: dict[str, Any], source: str) -> None:
         unknown: set[tuple[str, str]] = set()
         lines = [m for err in errors for m in _messages(err, config, unknown)]
         _raise(lines, f"{source}, checked against the schema", "invalid configuration")
-
-
-# ---------------------------------------------------------------------------------------------------- references
-def _judge_names(config: dict) -> set[str]:
-    from alignrepro.judges import BUILTIN_JUDGES  # light: backends import their dependencies only when built
-
-    return set(BUILTIN_JUDGES) | set(config["evals"]["judges"])
-
-
-def _at(node: Any, path: str, prefix: str) -> list[tuple[str, Any]]:
-    """(key path, value) pairs a reference path names: "bases[]" = every item, "critic.*" = every value."""
-    found = [(prefix, node)]
-    for part in path.split("."):
-        nxt = []
-        for where, value in found:
-            if part == "*" and isinstance(value, dict):
-                nxt += [(f"{where}.{k}", v) for k, v in value.items()]
-            elif part.endswith("[]") and isinstance(value, dict) and isinstance(value.get(part[:-2]), list):
-                nxt += [(f"{where}.{part[:-2]}[{i}]", v) for i, v in enumerate(value[part[:-2]])]
-            elif isinstance(value, dict) and part in value:
-                nxt.append((f"{where}.{part}", value[part]))
-        found = nxt
-    return found
-
-
-def check_references(config: dict, source: str = "config") -> None:
-    """Names that point elsewhere in the config must exist there: a base or a local judge/critic/feedback model
-    in `models`, a judge name in `evals.judges` (or a built-in judge). Otherwise a KeyError at job time. Each paper
-    declares its own references in its manifest (`references`)."""
-    from alignrepro.papers import discover
-
-    models, judges = set(config["models"]), _judge_names(config)
-    refs: list[tuple[str, str, str]] = []  # (key path, name, "model" | "judge")
-    ev = config["evals"]
-    # `model` is a registry name only for in-process backends; for openai it is the API's model name
-    specs = [(f"evals.judges.{n}", s, "local") for n, s in ev["judges"].items()]
-    refs += [("evals.judge", ev["judge"], "judge")]
-    refs += [(f"evals.cards[{i}]", name, "judge") for i, name in enumerate(ev["cards"])]
-    for name, paper in discover().items():
-        declared = paper.references
-        for path in declared.get("models", []):
-            refs += [(where, value, "model") for where, value in _at(config[name], path, name)]
-        for path in declared.get("judges", []):
-            refs += [(where, value, "judge") for where, value in _at(config[name], path, name)]
-        for path, local in declared.get("model_specs", {}).items():
-            specs += [(where, spec, local) for where, spec in _at(config[name], path, name)]
-    for path, spec, local in specs:
-        if isinstance(spec, dict) and spec.get("backend") == local and "model" in spec:
-            refs.append((f"{path}.model", spec["model"], "model"))
-
-    problems = []
-    for path, name, kind in refs:
-        known = models if kind == "model" else judges
-        if name not in known:
-            problems.append(
-                f"config key '{path}': unknown {kind} {name!r}{_did_you_mean(str(name), known)}. "
-                f"Available: {', '.join(sorted(known)) or 'none'}"
-            )
-    if problems:
-        _raise(problems, source, "configuration names something that is not defined")

@@ -9,10 +9,10 @@ A manifest (methods/<paper>/paper.yaml):
     rules: rules.smk                       # its Snakemake rules (included by the Snakefile)
     references:                            # config paths that name models / judges, checked at start
       models: [online_base, "bases[]"]
-      model_specs: {"critic.*": local}     # specs whose `model` is a registry model for that backend
+      judges: {"eval.judge.*": judge, "critic.*": critic}   # evals.judges names -> the role ($defs) each plays
     training_seeds: [train]                # config paths whose `seed` defaults to the run's top-level seed
     shell_globals: [CUT_R, CUT_WANDB]      # globals its shell commands may name (paths; config goes via params:)
-    config: config.yaml                    # {defaults: {...}, tiers: {ci: {...}, tiny: {...}, full: {...}}}
+    config: config.yaml                    # {defaults: {...}, tiers: {ci: {...}, ...}, models: {full: {...}}}
     schema: schema.yaml                    # JSON schema of config[<paper>] ($defs of config/schema.yaml usable)
     steps:                                 # `alignrepro <step>` commands
       cut-train: {module: alignrepro.methods.cut.train, help: "train CUT or a baseline with LoRA"}
@@ -82,6 +82,10 @@ class Paper:
     def tier(self, tier: str) -> dict[str, Any]:
         return (self.config_tree().get("tiers") or {}).get(tier) or {}
 
+    def models(self, tier: str) -> dict[str, Any]:
+        """Registry models the paper adds at `tier` (config.yaml `models.<tier>`), e.g. a base no other paper uses."""
+        return (self.config_tree().get("models") or {}).get(tier) or {}
+
     def schema_fragment(self) -> dict[str, Any]:
         return _yaml(self.schema)
 
@@ -101,6 +105,12 @@ def _read(folder: Path) -> Paper:
     for key in ("name", "title", "arxiv", "rules", "config", "schema"):
         if key not in data:
             raise UserError(f"{path}: missing {key!r}")
+    refs = data.get("references") or {}
+    if set(refs) - {"models", "judges"}:
+        raise UserError(
+            f"{path}: references takes `models` and `judges`, not {sorted(set(refs) - {'models', 'judges'})} "
+            "(a judge, critic or feedback model is an evals.judges entry named by `judges: {path: role}`)"
+        )
     if data["name"] != folder.name:
         raise UserError(f"{path}: name {data['name']!r} must be the folder's name {folder.name!r}")
     files = {k: folder / data[k] for k in ("rules", "config", "schema")}

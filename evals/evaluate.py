@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def judge_spec(cfg: dict[str, Any], name: str, models_dir: Path) -> dict[str, Any]:
-    from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
+    from alignrepro.judges import registry, resolve_spec
 
-    judges = {**BUILTIN_JUDGES, **cfg["evals"]["judges"]}
+    judges = registry(cfg)
     if name not in judges:
         raise SystemExit(f"--judge {name!r}: not in evals.judges of this tier ({', '.join(sorted(judges))})")
     return resolve_spec(judges[name], models_dir)

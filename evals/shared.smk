@@ -7,10 +7,6 @@ from alignrepro.external import plan as external_plan
 
 EV = config["evals"]
 EV_R = f"results/evals/{TIER}"
-JUDGES = {**BUILTIN_JUDGES, **EV["judges"]}
-for _key, _name in [("evals.judge", EV["judge"])] + [("evals.cards", c) for c in EV["cards"]]:
-    if _name not in JUDGES:
-        raise ValueError(f"config key '{_key}': judge {_name!r} is not defined in evals.judges ({', '.join(sorted(JUDGES))})")
 # Your own checkpoints (evals.external): a plain HF folder or a PEFT adapter folder joins the board as
 # external/<name>. evals_import_model writes a reference to it (results/evals/<tier>/external/<name>/model.json, no
 # weights copied); the checkpoint's files are that rule's inputs, so a changed checkpoint is re-imported and re-scored.

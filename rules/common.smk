@@ -2,13 +2,14 @@
 import glob
 import json
 import re
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
 
 from alignrepro.config import resolve_config
 from alignrepro.integrity import startup_check
-from alignrepro.judges import BUILTIN_JUDGES, resolve_spec
+from alignrepro.judges import named_spec, registry, resolve_spec
 from alignrepro.papers import discover
 from alignrepro.rows import enabled as enabled_rows
 from alignrepro.run_lock import claim as claim_run_lock
@@ -21,6 +22,7 @@ config.clear()
 config.update(_resolved)
 
 TIER = config["tier"]
+JUDGES = registry(config)  # every judge, critic and feedback model by name (each use checked at start for its role)
 PY = sys.executable  # jobs run with the interpreter that runs Snakemake (the project's venv)
 if TIER != "full":
     # ci/tiny never touch a hub; full-tier jobs on a cluster may.

@@ -174,8 +174,8 @@ def test_non_finite_numbers_are_rejected_naming_the_key(user, key, shown):
         ("tiny", {"mote": {"chains": {"generation": {"batch_size": 0}}}}, "mote.chains.generation.batch_size"),
         (
             "ci",
-            {"cut": {"critic": {"open": {"backend": "local", "model": "ci-random-llama", "max_new_tokens": 0}}}},
-            "cut.critic.open.max_new_tokens",
+            {"evals": {"judges": {"ci-llama-critic": {"max_new_tokens": 0}}}},
+            "evals.judges.ci-llama-critic.max_new_tokens",
         ),
         ("tiny", {"seed": -1}, "seed"),
     ],
@@ -193,16 +193,18 @@ def test_judge_backends_are_those_each_place_accepts():
     assert set(schema["judge"]["properties"]["backend"]["enum"]) == set(BACKENDS)  # make_judge's backends
     # one name per backend: the in-process model is `local` for judges, critics, feedback and generation alike
     assert set(schema["critic"]["properties"]["backend"]["enum"]) == {"oracle", "local", "openai"}  # critic_for
+    assert set(schema["feedback_model"]["properties"]["backend"]["enum"]) == {"local", "openai", "heuristic"}
+    assert set(schema["judge_entry"]["properties"]["backend"]["enum"]) == set(BACKENDS)  # every role's, no more
     with pytest.raises(ConfigError, match=r"evals.judges.heuristic.backend': 'hf' is not one of"):
         resolve_config({"tier": "ci", "evals": {"judges": {"heuristic": {"backend": "hf"}}}})
-    with pytest.raises(ConfigError, match=r"cut.critic.open.backend': 'hf' is not one of"):
-        resolve_config({"tier": "ci", "cut": {"critic": {"open": {"backend": "hf", "model": "ci-random-llama"}}}})
+    with pytest.raises(ConfigError, match=r"evals.judges.ci-llama-critic.backend': 'hf' is not one of"):
+        resolve_config({"tier": "ci", "evals": {"judges": {"ci-llama-critic": {"backend": "hf", "model": "x"}}}})
     with pytest.raises(ConfigError, match=r"cut.generation.backend': 'hf' is not one of"):
         resolve_config({"tier": "ci", "cut": {"generation": {"backend": "hf"}}})
     # CUT's evaluation judges are names now, not specs
     with pytest.raises(ConfigError, match=r"cut.eval.judge.open': .* is not of type 'string'"):
         resolve_config({"tier": "ci", "cut": {"eval": {"judge": {"open": {"backend": "heuristic"}}}}})
-    assert resolve_config({"tier": "ci"})["cut"]["critic"]["open"]["backend"] == "local"
+    assert resolve_config({"tier": "ci"})["evals"]["judges"]["ci-llama-critic"]["backend"] == "local"
     # a key of another backend: make_judge would refuse it only when the job runs
     with pytest.raises(ConfigError) as e:
         resolve_config({"tier": "ci", "evals": {"judges": {"heuristic": {"backend": "heuristic", "model": "x"}}}})
@@ -309,29 +311,19 @@ def test_schema_lists_every_key_the_in_code_defaults_accept():
         ({"morlaif": {"bases": ["ci-random-llama", "nope"]}}, "config key 'morlaif.bases[1]': unknown model 'nope'"),
         ({"mote": {"bases": ["nope"]}}, "config key 'mote.bases[0]': unknown model 'nope'"),
         (
-            {"cut": {"critic": {"open": {"backend": "local", "model": "nope"}}}},
-            "config key 'cut.critic.open.model': unknown model 'nope'",
+            {"cut": {"critic": {"open": "ci-llama-critc"}}},
+            "config key 'cut.critic.open': unknown critic 'ci-llama-critc' (did you mean 'ci-llama-critic'?)",
         ),
         (
             {"evals": {"judges": {"mine": {"backend": "local", "model": "ci-random-lama"}}}},
             "config key 'evals.judges.mine.model': unknown model 'ci-random-lama' (did you mean 'ci-random-llama'?)",
         ),
         (
-            {
-                "morlaif": {
-                    "feedback": {
-                        "backend": "local",
-                        "model": "nope",
-                        "order": "both",
-                        "layout": "standard",
-                        "cai_template": "standard",
-                    }
-                }
-            },
-            "config key 'morlaif.feedback.model': unknown model 'nope'",
+            {"morlaif": {"feedback": {"model": "heuristc"}}},
+            "config key 'morlaif.feedback.model': unknown feedback model 'heuristc' (did you mean 'heuristic'?)",
         ),
         ({"morlaif": {"judge": "gpt5"}}, "config key 'morlaif.judge': unknown judge 'gpt5' (did you mean 'gpt4'?)"),
-        ({"mote": {"judge": "nope"}}, "config key 'mote.judge': unknown judge 'nope'. Available: gpt4, gpt4-1106"),
+        ({"mote": {"judge": "nope"}}, "config key 'mote.judge': unknown judge 'nope'. Available (evals.judges or"),
         (
             {"cut": {"eval": {"judge": {"open": "gtp4"}}}},
             "config key 'cut.eval.judge.open': unknown judge 'gtp4' (did you mean 'gpt4'?)",

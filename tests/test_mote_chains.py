@@ -215,3 +215,26 @@ def test_a_step_that_copies_an_earlier_step_is_a_counted_fallback():
     # with copy_fallback off (Table 3 prompting) the copy is only flagged
     rows, _ = C.generate_chains(backend, "chat", ROWS[:1], "alignCoT-v1", {"copy_fallback": False})
     assert rows[0]["guidance"] == same and "copied_analysis_into_guidance" in rows[0]["fallbacks"]
+
+
+def test_a_step_budget_comes_from_the_config_or_fails_naming_step_and_key():
+    from alignrepro.errors import UserError
+
+    assert C.step_budget({"max_new_tokens": 12}, "guidance") == 12
+    per_step = {"max_new_tokens": {"analysis": 5, "default": 9}}
+    assert [C.step_budget(per_step, s) for s in ("analysis", "answer")] == [5, 9]
+    with pytest.raises(UserError) as e:  # no silent built-in budget
+        C.step_budget({"max_new_tokens": {"analysis": 5}}, "guidance", "mote.chains.generation")
+    assert "config key 'mote.chains.generation.max_new_tokens': no token budget for step 'guidance'" in str(e.value)
+    runner = C.StepRunner(
+        backend=None, fmt="chat", spec={"max_new_tokens": {"answer": 3}}, key="mote.baseline_generation"
+    )
+    with pytest.raises(UserError, match=r"'mote.baseline_generation.max_new_tokens': no token budget for step 'rlcd"):
+        runner.generate("rlcd_harmless", [[{"role": "user", "content": "hi"}]])
+    from alignrepro.config import resolve_config
+
+    for tier in ("ci", "tiny", "full"):  # the shipped tiers give every step a budget
+        mote = resolve_config({"tier": tier})["mote"]
+        for gen in (mote["chains"]["generation"], mote["baseline_generation"]):
+            m = gen["max_new_tokens"]
+            assert isinstance(m, int) or "default" in m, (tier, m)

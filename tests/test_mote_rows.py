@@ -67,12 +67,24 @@ def test_manifest_rows_are_the_four_baselines_with_their_trainers():
     assert [r.name for r in enabled("mote", ["sft", "rlcd"])] == ["sft", "rlcd"]
 
 
-def test_shared_evals_accepts_every_manifest_row():
-    """mote.shared_evals' enum (schema.yaml: rows and architectures) must not lag behind the manifest's rows."""
-    from alignrepro.config import schema
-
-    enum = schema()["properties"]["mote"]["properties"]["shared_evals"]["items"]["enum"]
-    assert {n for n, r in paper_rows("mote").items() if r.folder is None} <= set(enum)
+def test_shared_evals_may_name_a_users_architecture_folder(tmp_path):
+    """No list of row names in the schema: a row folder's architecture joins the leaderboard by its name, and a
+    name that is no row of the run fails at start naming mote.shared_evals and the closest row."""
+    rows = tmp_path / "my_rows"
+    shutil.copytree(REPO / "methods" / "mote" / "rows" / "mote_rank_x2", rows / "my_arch")
+    yaml_file = rows / "my_arch" / "row.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("enabled: false", "enabled: true"))
+    user = {"row_dirs": [str(rows)], "mote": {"shared_evals": ["mote", "my_arch"]}}
+    assert resolve_config({"tier": "ci", **user})["mote"]["shared_evals"] == ["mote", "my_arch"]
+    ok = smk(tmp_path / "a", "-n", *CI_MOTE, f"row_dirs=[{rows}]", "mote={shared_evals: [my_arch]}", timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "results/evals/ci/answers/mote/my_arch/safety.jsonl" in ok.stdout
+    bad = smk(tmp_path / "b", "-n", *CI_MOTE, f"row_dirs=[{rows}]", "mote={shared_evals: [my_arc]}", timeout=300)
+    assert bad.returncode != 0
+    assert (
+        "config key 'mote.shared_evals': 'my_arc' is no row of MoTE (did you mean 'my_arch'?)"
+        in bad.stdout + bad.stderr
+    )
 
 
 def test_config_lists_only_manifest_rows():

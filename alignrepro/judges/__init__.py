@@ -11,10 +11,37 @@ from typing import Any
 
 from alignrepro.judges.base import PairItem, PairwiseJudge, both_orders
 
-__all__ = ["BACKENDS", "BUILTIN_JUDGES", "PairItem", "PairwiseJudge", "both_orders", "make_judge", "resolve_spec"]
+__all__ = [
+    "BACKENDS",
+    "BUILTIN_JUDGES",
+    "PairItem",
+    "PairwiseJudge",
+    "both_orders",
+    "make_judge",
+    "named_spec",
+    "registry",
+    "resolve_spec",
+]
 
 BACKENDS = ("oracle", "local", "heuristic", "openai")
 BUILTIN_JUDGES = {"oracle": {"backend": "oracle"}, "heuristic": {"backend": "heuristic"}}  # named without config
+
+
+def registry(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every named judge, critic and feedback model of a resolved config (`evals.judges` over the built-ins)."""
+    return {**BUILTIN_JUDGES, **config["evals"]["judges"]}
+
+
+def named_spec(
+    entries: dict[str, dict[str, Any]], name: str, dtype: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """A named critic or feedback model as its step reads it, the very spec that was written inline before: the
+    entry (`model` stays a registry or API name: the step finds the folder), the use's own options (MORLAIF's
+    order, layout, ...) and, for an in-process model, the run's `dtype` unless the entry names one."""
+    out = {**entries[name], **options}
+    if out["backend"] == "local" and dtype is not None:
+        out.setdefault("dtype", dtype)
+    return out
 
 
 def resolve_spec(

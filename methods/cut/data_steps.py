@@ -146,7 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--out-dir", type=Path, required=True)
     b = sub.add_parser("judge", help="judge responses (writes triplets)")
     b.add_argument("--responses", type=Path, required=True)
-    b.add_argument("--critic-json", required=True, help='{"verifiable": {...}, "open": {...}} critic specs')
+    b.add_argument(
+        "--critic-json",
+        required=True,
+        help='{"verifiable": {...}, "open": {...}} critic specs (the workflow: the entries cut.critic names)',
+    )
     b.add_argument("--model-root", type=Path, default=Path("results/models"))
     b.add_argument("--tier", required=True)
     b.add_argument("--out", type=Path, required=True)

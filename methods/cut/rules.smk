@@ -8,6 +8,8 @@ CUT_WANDB = as_json(config["wandb"])
 # Table 2's rows: the manifest's rows that `cut.methods` names, then every enabled row folder (alignrepro.rows);
 # each is checked now (fields, builders), so a row that cannot be built fails before any job runs.
 CUT_ROWS = {r.name: r for r in enabled_rows("cut", CUT["methods"], config["row_dirs"])}
+# The critics, by name (evals.judges or built-in, checked at start to fit $defs critic), as the judge step reads them.
+CUT_CRITIC = {group: named_spec(JUDGES, name, config["dtype"]) for group, name in CUT["critic"].items()}
 
 
 def cut_model_dir(base, model_id):
@@ -83,11 +85,11 @@ rule cut_respond:
 rule cut_judge:
     input:
         responses=f"{CUT_R}/online/iter{{k}}/responses.jsonl",
-        critic_models=[f"results/models/{s['model']}/model.json" for s in CUT["critic"].values() if s["backend"] == "local"],
+        critic_models=[f"results/models/{s['model']}/model.json" for s in CUT_CRITIC.values() if s["backend"] == "local"],
     output:
         f"{CUT_R}/online/iter{{k}}/triplets.jsonl",
     params:
-        critic=as_json({k: {**s, "dtype": config["dtype"]} if s["backend"] == "local" else s for k, s in CUT["critic"].items()}),
+        critic=as_json(CUT_CRITIC),
     log:
         f"{CUT_R}/logs/judge_iter{{k}}.log",
     benchmark:

@@ -9,7 +9,7 @@ A and B, and the label is log p("A") - log p("B") at the first answer position:
 - margin > 0 means response_a is preferred; label = 1 if margin > 0 else 0 (an exact tie goes to B, as the official
   code does); orders_agree says whether the two orders, each read with the official rule, pick the same response.
 
-Backends (`--feedback-json`):
+Backends (`--feedback-json`; the workflow's is the evals.judges entry `morlaif.feedback.model` names + its options):
   {"backend": "local", "model": "<registry name>" | "model_dir": "<folder>", "batch_size": 4, "max_length": 1024,
    "dtype": "float32"}  a causal LM through alignrepro.models; the prompt is the user turn of its chat template and the
    log-probs are the next-token log-softmax of the label tokens (the tokens the assistant turn starts with).

@@ -18,10 +18,14 @@ ML_BANK = ML_PRINCIPLES + ["cai", "hhh"]  # + the single-PM RLAIF baseline and t
 ML_ARMS = run_arms(ML["arms"], ML["scalarizer_params"], config["row_dirs"])
 # Figure B scores every scalarizer row (the paper's seven, trained or not, and every enabled row folder's).
 ML_FIGURE_B_ARMS = figure_b_arms(ML["scalarizer_params"], config["row_dirs"])
-ML_FEEDBACK = as_json({**ML["feedback"], "dtype": config["dtype"]} if ML["feedback"]["backend"] == "local" else ML["feedback"])
+# The feedback model by name (evals.judges or built-in, checked at start to fit $defs feedback_model) and the options
+# of its use (order, layout, ...): one spec, as the feedback step and the tables' provenance read it (+ dtype: the step).
+_ml_fb_options = {k: v for k, v in ML["feedback"].items() if k != "model"}
+ML_FEEDBACK_SPEC = named_spec(JUDGES, ML["feedback"]["model"], **_ml_fb_options)
+ML_FEEDBACK = as_json(named_spec(JUDGES, ML["feedback"]["model"], config["dtype"], **_ml_fb_options))
 ML_SHARDS = range(ML["shards"])
-ML_FEEDBACK_MODEL = ([f"results/models/{ML['feedback']['model']}/model.json"]
-                     if ML["feedback"]["backend"] == "local" else [])
+ML_FEEDBACK_MODEL = ([f"results/models/{ML_FEEDBACK_SPEC['model']}/model.json"]
+                     if ML_FEEDBACK_SPEC["backend"] == "local" else [])
 ML_GEN = as_json({**ML["generation"], "dtype": config["dtype"]})
 # Names of arms that the schema cannot check (a row folder joins the arms by itself): checked against the run's arms.
 for _key, _names in [("headline", [ML["headline"]]),
@@ -356,7 +360,7 @@ rule morlaif_tables:
         summary=f"{ML_R}/tables/summary.md",
     params:
         spec=as_json({"tier": TIER, "seed": config["seed"], "bases": ML["bases"], "root": ML_R,
-                      "headline": ML["headline"], "judge": ML["judge"], "feedback": ML["feedback"]}),
+                      "headline": ML["headline"], "judge": ML["judge"], "feedback": ML_FEEDBACK_SPEC}),
     log:
         f"{ML_R}/logs/tables.log",
     resources: **res("cpu")

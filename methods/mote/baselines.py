@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def make_runner() -> StepRunner:
         backend, fmt, used = backend_for(spec, args.model, "auto")
-        return StepRunner(backend, fmt, used)
+        return StepRunner(backend, fmt, used, key="mote.baseline_generation")
 
     runner = LazyRunner(make_runner, spec)
     out, trace, summary = build_baseline(row, runner, queries)

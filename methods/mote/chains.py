@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from alignrepro.errors import UserError
 from alignrepro.evals.safety.refusal import classify_xstest
 from alignrepro.generation import answer_conversations, backend_for, format_conversation
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file, write_jsonl
@@ -108,11 +109,18 @@ def merged_spec(gen: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def step_budget(spec: dict[str, Any], step: str) -> int:
+def step_budget(spec: dict[str, Any], step: str, key: str = "generation") -> int:
+    """A step's token budget: `max_new_tokens` is one number, or per step name with an optional `default` (`key`:
+    the config key the spec comes from, for the error)."""
     m = spec["max_new_tokens"]
-    if isinstance(m, dict):
-        return int(m.get(step, m.get("default", 64)))
-    return int(m)
+    if not isinstance(m, dict):
+        return int(m)
+    if step not in m and "default" not in m:
+        raise UserError(
+            f"config key '{key}.max_new_tokens': no token budget for step {step!r} (it gives {sorted(m)}): "
+            f"add {step!r} or 'default'"
+        )
+    return int(m.get(step, m.get("default")))
 
 
 # ------------------------------------------------------------------------------------------------- step runner
@@ -123,12 +131,13 @@ class StepRunner:
     backend: Any
     fmt: str
     spec: dict[str, Any]
+    key: str = "mote.chains.generation"  # the config key of `spec` (errors name it)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def generate(self, name: str, conversations: list[list[dict[str, str]]], budget: int | None = None) -> list[str]:
         if not conversations:
             return []
-        budget = step_budget(self.spec, name) if budget is None else budget
+        budget = step_budget(self.spec, name, self.key) if budget is None else budget
         start = time.perf_counter()
         out = answer_conversations(self.backend, conversations, self.fmt, budget)
         t = self.timings.setdefault(name, {"seconds": 0.0, "n_prompts": 0, "n_tokens": 0})

@@ -75,7 +75,7 @@ def answer_with_template(
         raise ValueError(f"{template_id!r} is not a prompting template; expected one of {T.PROMPTING_TEMPLATES}")
     # Table 3 scores what the prompting method produces: a copied step is flagged, never replaced.
     spec = merged_spec({"copy_fallback": False, **gen})
-    runner = StepRunner(backend, fmt, spec)
+    runner = StepRunner(backend, fmt, spec, key="mote.baseline_generation")
     start = time.perf_counter()
     finals, contexts, fallbacks = run_template(runner, template, rows)
     out = [{"id": r["id"], "output": f} for r, f in zip(rows, finals, strict=True)]

@@ -470,6 +470,33 @@ rule mote_ablations:
 # steps on top, each <= mote.generation.step_max_tokens). Only when MoTE is one of the configured papers. A user's
 # enabled row folder joins by itself (as every CUT row does): adding a row is one folder, with no list to edit.
 MT_SHARED = list(dict.fromkeys([*MT["shared_evals"], *(n for n, r in MT_ROWS.items() if r.folder is not None)]))
+
+
+def mt_check_shared_evals():
+    """mote.shared_evals names rows this run trains: a row folder's too, so the schema cannot list them. A typo
+    names the closest row; a row the run does not train says how to train it."""
+    import difflib
+
+    from alignrepro.config import ConfigError
+    from alignrepro.rows import paper_rows
+
+    run, known = [*MT_ROWS, *MT_ARCHS], paper_rows("mote", config["row_dirs"])
+    for name in MT["shared_evals"]:
+        if name in run:
+            continue
+        row = known.get(name)
+        if row is not None:
+            how = ("enable it in " + str(row.source) if row.folder is not None and not row.enabled
+                   else "add it to mote." + ("archs" if row.table == "table4" else "baselines"))
+            why = f"is a row this run does not train ({how})"
+        else:
+            close = difflib.get_close_matches(name, run + [n for n in known if n not in run], n=1)
+            why = "is no row of MoTE" + (f" (did you mean {close[0]!r}?)" if close else "")
+        raise ConfigError(f"config key 'mote.shared_evals': {name!r} {why}. The run's baselines: "
+                          f"{', '.join(MT_ROWS) or 'none'}; its architectures: {', '.join(MT_ARCHS)}")
+
+
+mt_check_shared_evals()
 if "mote" in config["papers"]:
     for _b in MT_SHARED:
         if _b in MT_ROWS:
@@ -482,8 +509,5 @@ if "mote" in config["papers"]:
                 note=(f"adaptive step decoding: the answer within the shared budget, reasoning steps on top "
                       f"(each <= {_step or 'the answer budget'} tokens); only the answer is judged"),
             )
-        else:
-            raise ValueError(f"config key 'mote.shared_evals': {_b!r} is neither a configured baseline "
-                             f"({', '.join(MT_ROWS)}) nor a trained architecture ({', '.join(MT_ARCHS)})")
 
 PAPER_TARGETS["mote"] = [rules.mote_tables.output] + ([rules.mote_ablations.output] if MT["ablations_in_default"] else [])
