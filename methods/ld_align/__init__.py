@@ -1,0 +1,1 @@
+"""LD-Align (arXiv 2404.06390): latent-distance-weighted SPIN iterations, with SPIN as the baseline."""
