@@ -311,3 +311,18 @@ def save_adapter(model, base_ref: Path, out_dir: Path, name: str, extra: dict[st
         **extra,
     }
     return finish_model_dir(out_dir, ("adapter",), meta)
+
+
+def save_full_model(model, tok, start: Path, out_dir: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """A fully fine-tuned model (train.lora null, the papers' setting): out/weights/ (model + tokenizer) and
+    model.json (kind base, weights "weights") last, with the file manifest; `start` is recorded as trained_from."""
+    check_finite(model, name)
+    weights = Path(out_dir) / "weights"
+    shutil.rmtree(weights, ignore_errors=True)
+    model.save_pretrained(weights)
+    tok.save_pretrained(weights)
+    meta = {"kind": "base", "name": name, "weights": "weights", "trained_from": model_identity(start), **extra}
+    meta = finish_model_dir(out_dir, ("weights",), meta)
+    meta["weights_sha256"] = manifest_hash(meta["files"], "weights/")
+    atomic_write_json(Path(out_dir) / "model.json", meta)
+    return meta

@@ -30,7 +30,6 @@ from typing import Any
 from transformers import TrainerCallback, set_seed
 
 from alignrepro.errors import UserError
-from alignrepro.integrity import manifest_hash
 from alignrepro.io import atomic_write_json, read_json, read_jsonl
 from alignrepro.methods.lab.phases import completion_rows
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
@@ -39,12 +38,11 @@ from alignrepro.training import (
     CHECKPOINTS,
     DivergenceGuard,
     TrainSettings,
-    check_finite,
-    finish_model_dir,
     input_identity,
     lora_config,
     resume_checkpoint,
     save_adapter,
+    save_full_model,
     setup_wandb,
     trainer_kwargs,
 )
@@ -70,16 +68,7 @@ def epoch_dir(out: Path, k: int) -> Path:
 
 def save_full(model, tok, start: Path, out_dir: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     """A fully fine-tuned epoch: weights/ (model + tokenizer), model.json (kind base) last."""
-    check_finite(model, name)
-    weights = out_dir / "weights"
-    shutil.rmtree(weights, ignore_errors=True)
-    model.save_pretrained(weights)
-    tok.save_pretrained(weights)
-    meta = {"kind": "base", "name": name, "weights": "weights", "trained_from": model_identity(start), **extra}
-    meta = finish_model_dir(out_dir, ("weights",), meta)
-    meta["weights_sha256"] = manifest_hash(meta["files"], "weights/")
-    atomic_write_json(out_dir / "model.json", meta)
-    return meta
+    return save_full_model(model, tok, start, out_dir, name, extra)
 
 
 class EpochSaver(TrainerCallback):

@@ -18,7 +18,6 @@ import copy
 import json
 import logging
 import math
-import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -28,19 +27,17 @@ from datasets import Dataset
 from transformers import set_seed
 
 from alignrepro.errors import UserError
-from alignrepro.integrity import manifest_hash
-from alignrepro.io import atomic_write_json, read_jsonl
-from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
+from alignrepro.io import read_jsonl
+from alignrepro.models import choose_dtype, load_model, load_tokenizer
 from alignrepro.provenance import provenance
 from alignrepro.training import (
     DivergenceGuard,
     TrainSettings,
-    check_finite,
-    finish_model_dir,
     input_identity,
     lora_config,
     resume_checkpoint,
     save_adapter,
+    save_full_model,
     setup_wandb,
     trainer_kwargs,
 )
@@ -108,17 +105,7 @@ def build_trainer(model, tok, rows: list[dict[str, Any]], cfg: dict[str, Any], k
 
 
 def save_full(model, policy: Path, out_dir: Path, name: str, extra: dict[str, Any], tok=None) -> dict[str, Any]:
-    """A fully fine-tuned model: its weights in out/weights/, model.json (kind base) last, with the file manifest."""
-    check_finite(model, name)
-    weights = out_dir / "weights"
-    shutil.rmtree(weights, ignore_errors=True)
-    model.save_pretrained(weights)
-    tok.save_pretrained(weights)
-    meta = {"kind": "base", "name": name, "weights": "weights", "trained_from": model_identity(policy), **extra}
-    meta = finish_model_dir(out_dir, ("weights",), meta)
-    meta["weights_sha256"] = manifest_hash(meta["files"], "weights/")
-    atomic_write_json(out_dir / "model.json", meta)
-    return meta
+    return save_full_model(model, tok, policy, out_dir, name, extra)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
