@@ -46,9 +46,10 @@ def test_phases_replay_and_selection(ci_run):
     phases = m["phases"]
     kt1, kt2, st = (set(phases[p]["ids"]) for p in ("kt1", "kt2", "st"))
     assert kt1 <= kt2 and kt1 | kt2 <= st  # KT/2 replays KT/1; ST replays both
-    for p in ("kt1", "kt2", "st", "stacked"):
+    for p, epochs in (("kt1", 2), ("kt2", 2), ("st", 2), ("stacked", 6)):  # stacked: the phases' epochs together
         sel = json.loads((r / f"models/{p}/selected.json").read_text())
-        assert sel["selected_epoch"] in (1, 2) and (r / f"models/{p}/selected/model.json").is_file()
+        assert set(sel["scores"]) == {str(k) for k in range(1, epochs + 1)}
+        assert sel["selected_epoch"] in range(1, epochs + 1) and (r / f"models/{p}/selected/model.json").is_file()
     kt2_epoch = json.loads((r / "models/kt2/epoch1/model.json").read_text())
     assert kt2_epoch["base"] == "results/lab/ci/models/kt1/selected"  # KT/2 starts from KT/1's selected checkpoint
 

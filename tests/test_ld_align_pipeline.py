@@ -50,6 +50,7 @@ def test_main_table_rows_differences_and_provenance(ci_run):
     ablations = (t / "ablations.md").read_text()
     for label in ("SPIN", "permuted weights", "policy hidden states"):
         assert label in ablations
+    assert "Distances and weights per arm" in ablations  # each arm's distance against the verifiable answers
 
 
 @pytest.mark.slow

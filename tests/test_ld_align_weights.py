@@ -128,3 +128,38 @@ def test_iteration_pairs_mix_previous_generations_in_the_dag():
     assert "g1=results/ld_align/ci/generations/ld_align/iter1.jsonl" in cmd
     alone = _pairs_command("ld_align={mix_previous: false}")
     assert "g0=" not in alone and "g1=results/ld_align/ci/generations/ld_align/iter1.jsonl" in alone
+
+
+def _spin_split(path: Path, split: str, rows: list[tuple[str, str, str]]) -> None:
+    """A local copy in the hub's layout of UCLA-AGI/SPIN_iter0: data/<split>-00000-of-00001.parquet."""
+    import pandas as pd
+
+    (path / "data").mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(
+        {
+            "real": [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a, _ in rows],
+            "generated": [[{"role": "user", "content": q}, {"role": "assistant", "content": g}] for q, _, g in rows],
+        }
+    )
+    frame.to_parquet(path / "data" / f"{split}-00000-of-00001.parquet")
+
+
+def test_full_tier_reads_spin_iter0_through_the_hub_loader(tmp_path):
+    folder = tmp_path / "SPIN_iter0"
+    _spin_split(folder, "train", [(f"q{i}", f"real {i}", f"gen {i}") for i in range(12)])
+    _spin_split(folder, "test", [(f"t{i}", f"real t{i}", f"gen t{i}") for i in range(5)])
+    assert ld_data.load_spin_split(str(folder), None, "test")[0] == ("t0", "real t0")
+    cfg = {"source": "hub", "hub": {"spin": {"path": str(folder), "revision": None, "train_split": "train",
+           "test_split": "test"}}, "n_train": 8, "n_heldout": 4, "n_sft": 0, "max_prompt_chars": None,
+           "max_response_chars": None, "verifiable": {"train": 0, "test": 2}}  # fmt: skip
+    sets = ld_data.build(cfg, seed=1)
+    assert len(sets["train"]) == 8 and all(r.instruction.startswith("q") for r in sets["train"])
+    assert len(sets["heldout"]) == 4 and all(r.instruction.startswith("t") for r in sets["heldout"])
+    assert all(r.reference == f"real {r.instruction[1:]}" for r in sets["train"])  # the real answer, not generated
+    _spin_split(tmp_path / "broken", "train", [])
+    (tmp_path / "broken" / "data" / "train-00000-of-00001.parquet").unlink()
+    import pandas as pd
+
+    pd.DataFrame({"chosen": ["x"]}).to_parquet(tmp_path / "broken" / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(UserError, match="no column 'real'"):
+        ld_data.load_spin_split(str(tmp_path / "broken"), None, "train")

@@ -88,15 +88,8 @@ def comparisons(spec: dict[str, Any], evals: dict[str, dict]) -> list[dict[str, 
     return out
 
 
-def guide_md(spec: dict[str, Any], guide: dict[str, Any], diags: dict[str, dict]) -> str:
-    lines = [
-        f"# LD-Align guide model and weights ({spec['tier']})\n",
-        f"Encoder: `{json.dumps(guide['encoder'])}`; latent dim {guide['settings']['latent_dim']}, "
-        f"{guide['settings']['prefix_tokens']} soft-prefix vectors; reconstruction loss per answer token "
-        f"{fmt(_first(guide['training']['loss_per_epoch']))} (epoch 1) -> {fmt(guide['training']['final_loss'])} "
-        f"(last epoch) over {guide['training']['steps']} steps on {guide['data']['n']} texts.",
-        f"Weights: {spec['weights']['form']}, clipped to {spec['weights']['clip']} and scaled to mean 1.\n",
-    ]
+def diagnostics_md(spec: dict[str, Any], diags: dict[str, dict]) -> str:
+    """Per distance-weighted arm and iteration: the distances, the weights and how well d tells wrong answers."""
     header = ["arm", "iteration", "pairs", "d mean (std)", "w min..max", "corr(d, abs. length diff.)",
               "AUC d: wrong vs right (verifiable)", "wrong / n"]  # fmt: skip
     rows = []
@@ -107,7 +100,19 @@ def guide_md(spec: dict[str, Any], guide: dict[str, Any], diags: dict[str, dict]
                      f"{dg['distance']['mean']:.3f} ({dg['distance']['std']:.3f})",
                      f"{dg['weight']['min']:.2f}..{dg['weight']['max']:.2f}", fmt(dg["corr_distance_abs_len_diff"], 2),
                      fmt(v["auc_distance_wrong"], 2), f"{v['n_wrong']} / {v['n']}"])  # fmt: skip
-    lines.append(md_table(header, rows))
+    return md_table(header, rows)
+
+
+def guide_md(spec: dict[str, Any], guide: dict[str, Any], diags: dict[str, dict]) -> str:
+    lines = [
+        f"# LD-Align guide model and weights ({spec['tier']})\n",
+        f"Encoder: `{json.dumps(guide['encoder'])}`; latent dim {guide['settings']['latent_dim']}, "
+        f"{guide['settings']['prefix_tokens']} soft-prefix vectors; reconstruction loss per answer token "
+        f"{fmt(_first(guide['training']['loss_per_epoch']))} (epoch 1) -> {fmt(guide['training']['final_loss'])} "
+        f"(last epoch) over {guide['training']['steps']} steps on {guide['data']['n']} texts.",
+        f"Weights: {spec['weights']['form']}, clipped to {spec['weights']['clip']} and scaled to mean 1.\n",
+    ]
+    lines.append(diagnostics_md(spec, diags))
     lines.append(
         "AUC: how often a wrong answer's distance exceeds a right one's (0.5 = no signal; the weights should rise "
         "for wrong answers). A correlation with the length difference near 1 would mean the distance mostly "
@@ -191,10 +196,13 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")
     atomic_write_text(out / f"{name}.csv", to_csv([{k: v for k, v in r.items()} for r in rows]))
     tables = {f"ld_align_{name}": rows, f"ld_align_{name}_differences": comps}
+    diags = {f"{a}/iter{t}": read_json(root / f"weighted/{a}/iter{t}.diagnostics.json")
+             for a in spec["order"] if spec["rows"][a]["weighting"] != "constant"
+             for t in range(spec["iterations"])}  # fmt: skip
+    if name != "main":  # each arm's distance against the verifiable answers: trained guide vs raw encoder vs policy
+        md = "\n".join(md) + "\n\n## Distances and weights per arm (AUC: wrong vs right verifiable answers)\n\n"
+        atomic_write_text(out / f"{name}.md", md + diagnostics_md(spec, diags))
     if name == "main":
-        diags = {f"{a}/iter{t}": read_json(root / f"weighted/{a}/iter{t}.diagnostics.json")
-                 for a in spec["order"] if spec["rows"][a]["weighting"] != "constant"
-                 for t in range(spec["iterations"])}  # fmt: skip
         atomic_write_text(out / "guide.md", guide_md(spec, read_json(root / "guide/guide.json"), diags))
         atomic_write_text(out / "reported.md", reported_md(reported))
         plot(rows, spec, out / "main.png")
