@@ -362,7 +362,7 @@ def test_plot_draws_a_missing_model_as_na_not_zero(agg_spec, tmp_path):
 
 
 def test_reported_yaml_keeps_the_reference_notes_yaml():
-    note = Path("/work/shared/papers/lab.md")
+    note = REPO.parent / "shared/papers/lab.md"  # the team's reference note beside the checkout (absent in CI)
     if not note.is_file():
         pytest.skip("the reference note is not on this machine")
     block = note.read_text().split("### YAML (reported results)")[1].split("```yaml")[1].split("```")[0]
