@@ -324,3 +324,10 @@ def test_select_cli_with_heldout_nll(phase_run):
     doc = S.main(["--phase-dir", str(root / "kt1"), "--heldout", str(root / "heldout.jsonl"), "--max-length", "64"])
     assert doc["metric"] == "heldout_nll" and not doc["higher_is_better"]
     assert doc["selected_epoch"] == S.pick({int(k): v for k, v in doc["scores"].items()}, False)
+
+
+def test_a_phase_whose_answers_max_length_cuts_off_fails_naming_the_setting(ci_model, tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", train_rows(4))
+    cfg = {"train": {**TRAIN, "max_length": 16}, "dtype": "float32"}  # shorter than every prompt
+    with pytest.raises(UserError, match=r"d\.jsonl: every row's answer is cut off at train\.max_length 16"):
+        T.run_phase(ci_model, tmp_path / "d.jsonl", cfg, tmp_path / "kt1", name="lab-ci-kt1", tier="ci", phase="kt1")

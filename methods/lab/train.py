@@ -177,6 +177,13 @@ def run_phase(
     use_wandb = setup_wandb(wandb_cfg, out.parent / "wandb", group=f"lab-{tier}")
     kwargs = trainer_kwargs(settings, out, len(rows), dtype, run_name=name, use_wandb=use_wandb)
     trainer = build_trainer(model, tok, rows, settings, kwargs)
+    kept = len(trainer.train_dataset)  # TRL drops rows whose answer max_length cuts off entirely, silently
+    if kept == 0:
+        raise UserError(f"{data}: every row's answer is cut off at train.max_length {settings.max_length} tokens "
+                        f"(TRL drops fully masked rows): raise lab.train.max_length")  # fmt: skip
+    if kept < len(rows):
+        log.warning("%s: %d of %d rows dropped (answer cut off at max_length %d)", data, len(rows) - kept, len(rows),
+                    settings.max_length)  # fmt: skip
     identity = {
         "step": "lab.train",
         "phase": phase,
