@@ -10,8 +10,8 @@
      instead, as the task YAML instructlab-sdg writes for its mmlu_bench data does (doc_to_choice = the choices).
   2. oracle accuracy on the foundational slice: held-out verifiable tasks (gold in `reference`, as written by
      alignrepro.data.verifiable.generate_tasks) answered with the model's chat template, checked by `is_correct`.
-  3. held-out NLL: per held-out messages record, the mean NLL per token of its assistant answers, tokenized as
-     select.heldout_nll does (the tokens the training loss covers); `heldout_nll_token_weighted` is select's number.
+  3. held-out NLL: per held-out messages record, the mean NLL per token of its assistant answers, by
+     select.heldout_nll_items (the tokens the training loss covers); `heldout_nll_token_weighted` is select's number.
 
 Metrics (means of the per-item values) carry the per-item keys: metrics.mmlu_branch, .oracle, .heldout_nll.
 
@@ -40,8 +40,7 @@ from alignrepro.data.records import Record, load_records, save_records
 from alignrepro.data.verifiable import is_correct
 from alignrepro.errors import UserError
 from alignrepro.io import atomic_write_json, read_jsonl
-from alignrepro.methods.lab.phases import completion_rows
-from alignrepro.methods.lab.select import _ids as chat_ids
+from alignrepro.methods.lab.select import heldout_nll_items
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
 from alignrepro.provenance import provenance
 
@@ -172,36 +171,6 @@ def model_scorer(model, tok, batch_size: int = 8, max_length: int = 2048) -> Sco
 
 
 # ---- held-out NLL ---------------------------------------------------------------------------------------------------
-
-
-@torch.inference_mode()
-def heldout_nll_items(
-    model, tok, records: list[dict[str, Any]], max_length: int = 1024, batch_size: int = 8
-) -> dict[str, tuple[float, int]]:
-    """id -> (summed NLL of its answer tokens, number of tokens); a record whose answers fall past max_length is
-    left out (as select.heldout_nll drops the row)."""
-    seqs = []
-    for r in records:
-        for row in completion_rows(r):
-            prompt = chat_ids(tok, row["prompt"], add_generation_prompt=True)
-            full = chat_ids(tok, row["prompt"] + row["completion"])
-            if full[: len(prompt)] != prompt:
-                raise UserError(f"the chat template's prompt is no prefix of prompt + answer ({r['id']})")
-            if len(prompt) < min(len(full), max_length):
-                seqs.append((r["id"], full[:max_length], len(prompt)))
-    out: dict[str, tuple[float, int]] = {}
-    pad = tok.pad_token_id
-    for i in range(0, len(seqs), batch_size):
-        chunk = seqs[i : i + batch_size]
-        width = max(len(s) for _, s, _ in chunk)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for _, s, _ in chunk])
-        attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for _, s, _ in chunk])
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-        nll = -torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        for row, (rid, s, p) in enumerate(chunk):
-            total, count = out.get(rid, (0.0, 0))
-            out[rid] = (total + float(nll[row, p - 1 : len(s) - 1].sum()), count + len(s) - p)
-    return out
 
 
 # ---- oracle ---------------------------------------------------------------------------------------------------------

@@ -46,6 +46,50 @@ def pick(scores: Mapping[int, float], higher_is_better: bool = True, tolerance: 
     return min(k for k, v in scores.items() if sign * v >= best - tolerance)
 
 
+def answer_nll_rows(
+    model, tok, records: list[dict[str, Any]], max_length: int = 1024, batch_size: int = 8, where: str = ""
+) -> list[tuple[str, float, int]]:
+    """(record id, summed NLL of the answer tokens, their number) per prompt/completion row of messages records, with
+    the model's chat template: the tokens the training loss covers (the answer and its end-of-turn). A row whose
+    answer max_length cuts away entirely is left out."""
+    import torch
+
+    seqs = []
+    for r in records:
+        for row in completion_rows(r):
+            prompt = _ids(tok, row["prompt"], add_generation_prompt=True)
+            full = _ids(tok, row["prompt"] + row["completion"])
+            if full[: len(prompt)] != prompt:
+                raise UserError(f"{where}the chat template's prompt is no prefix of prompt + answer ({r['id']})")
+            if len(prompt) < min(len(full), max_length):  # else the answer is cut away entirely
+                seqs.append((r["id"], full[:max_length], len(prompt)))
+    out = []
+    pad = tok.pad_token_id
+    with torch.no_grad():
+        for i in range(0, len(seqs), batch_size):
+            chunk = seqs[i : i + batch_size]
+            width = max(len(s) for _, s, _ in chunk)
+            ids = torch.tensor([s + [pad] * (width - len(s)) for _, s, _ in chunk])
+            attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for _, s, _ in chunk])
+            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+            nll = -torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+            for row, (rid, s, p) in enumerate(chunk):
+                out.append((rid, float(nll[row, p - 1 : len(s) - 1].sum()), len(s) - p))
+    return out
+
+
+def heldout_nll_items(
+    model, tok, records: list[dict[str, Any]], max_length: int = 1024, batch_size: int = 8
+) -> dict[str, tuple[float, int]]:
+    """id -> (summed NLL of its answer tokens, number of tokens); a record whose answers all fall past max_length is
+    left out (as heldout_nll drops the row)."""
+    out: dict[str, tuple[float, int]] = {}
+    for rid, total, count in answer_nll_rows(model, tok, records, max_length, batch_size):
+        t, c = out.get(rid, (0.0, 0))
+        out[rid] = (t + total, c + count)
+    return out
+
+
 def heldout_nll(
     model_dir: str | Path,
     records: list[dict[str, Any]],
@@ -54,40 +98,17 @@ def heldout_nll(
     batch_size: int = 8,
     dtype: str = "float32",
 ) -> dict[str, Any]:
-    """Mean per-token NLL of the assistant answers of messages records under a model folder, with the model's chat
-    template: the tokens the training loss covers (the answer and its end-of-turn), token-weighted over all rows."""
-    import torch
-
+    """Mean per-token NLL of the assistant answers of messages records under a model folder (answer_nll_rows),
+    token-weighted over all rows."""
     from alignrepro.models import choose_dtype, load_model, load_tokenizer
 
     tok = load_tokenizer(model_dir, padding_side="right")
     model = load_model(model_dir, dtype=choose_dtype(dtype)).eval()
-    seqs = []
-    for r in records:
-        for row in completion_rows(r):
-            prompt = _ids(tok, row["prompt"], add_generation_prompt=True)
-            full = _ids(tok, row["prompt"] + row["completion"])
-            if full[: len(prompt)] != prompt:
-                raise UserError(f"{model_dir}: the chat template's prompt is no prefix of prompt + answer ({r['id']})")
-            if len(prompt) < min(len(full), max_length):  # else the answer is cut away entirely
-                seqs.append((full[:max_length], len(prompt)))
-    if not seqs:
+    rows = answer_nll_rows(model, tok, records, max_length, batch_size, where=f"{model_dir}: ")
+    if not rows:
         raise UserError(f"held-out NLL: no answer tokens within max_length {max_length}")
-    total, count = 0.0, 0
-    pad = tok.pad_token_id
-    with torch.no_grad():
-        for i in range(0, len(seqs), batch_size):
-            chunk = seqs[i : i + batch_size]
-            width = max(len(s) for s, _ in chunk)
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in chunk])
-            attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in chunk])
-            scored = torch.tensor([[0] * p + [1] * (len(s) - p) + [0] * (width - len(s)) for s, p in chunk])
-            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-            nll = -torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-            mask = scored[:, 1:].bool()
-            total += float(nll[mask].sum())
-            count += int(mask.sum())
-    return {"nll": total / count, "tokens": count, "rows": len(seqs), "max_length": max_length}
+    total, count = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    return {"nll": total / count, "tokens": count, "rows": len(rows), "max_length": max_length}
 
 
 def _ids(tok, messages, add_generation_prompt: bool = False) -> list[int]:

@@ -66,11 +66,6 @@ def epoch_dir(out: Path, k: int) -> Path:
     return out / f"epoch{k}"
 
 
-def save_full(model, tok, start: Path, out_dir: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """A fully fine-tuned epoch: weights/ (model + tokenizer), model.json (kind base) last."""
-    return save_full_model(model, tok, start, out_dir, name, extra)
-
-
 class EpochSaver(TrainerCallback):
     """Writes epoch<k>/ when epoch k ends, before any checkpoint of that step: a checkpoint at or after the end of
     epoch k therefore implies a complete epoch<k>/ (resume relies on it), and a checkpoint is forced at each epoch's
@@ -97,7 +92,7 @@ class EpochSaver(TrainerCallback):
         if self.lora:
             save_adapter(model, self.start, tmp, f"{self.name}-epoch{k}", extra)
         else:
-            save_full(model, self.tok, self.start, tmp, f"{self.name}-epoch{k}", extra)
+            save_full_model(model, self.tok, self.start, tmp, f"{self.name}-epoch{k}", extra)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         log.info("epoch %d: wrote %s", k, final)

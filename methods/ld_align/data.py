@@ -82,9 +82,8 @@ def _fits(sample: tuple[str, str], data: dict[str, Any]) -> bool:
 
 def draw(samples: list[tuple[str, str]], sizes: dict[str, int | None], seed: int) -> dict[str, list[tuple[str, str]]]:
     """Disjoint seeded draws, one prompt never in two sets (duplicates of a prompt count once). `None`: the rest."""
-    unique = list(dict.fromkeys(samples))
     seen, pool = set(), []
-    for prompt, answer in unique:
+    for prompt, answer in samples:
         if prompt not in seen:
             seen.add(prompt)
             pool.append((prompt, answer))

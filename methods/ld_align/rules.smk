@@ -12,6 +12,7 @@ if len(LD["schedule"]) < LD_T:
 LD_ARMS = {r.name: r for r in enabled_rows("ld_align", LD["arms"], config["row_dirs"])}
 LD_ABLATIONS = {r.name: r for r in enabled_rows("ld_align", LD["ablations"], config["row_dirs"], table="ablations")}
 LD_ROWS = {**LD_ARMS, **LD_ABLATIONS}
+LD_ARM = "|".join(map(re.escape, LD_ROWS))  # the {arm} wildcard: a declared row, nothing else
 LD_GEN = {**LD["generation"], "dtype": config["dtype"]}
 LD_START = f"{LD_R}/models/sft" if LD["sft"] else f"results/models/{LD['base']}"
 if LD["guide"]["encoder"] not in LD["guide"]["encoders"]:
@@ -108,7 +109,7 @@ rule ld_generate:
     output:
         f"{LD_R}/generations/{{arm}}/iter{{t}}.jsonl",
     wildcard_constraints:
-        arm="|".join(map(re.escape, LD_ROWS)),
+        arm=LD_ARM,
         t=r"[1-9]\d*",
     params:
         gen=as_json(LD_GEN),
@@ -179,7 +180,7 @@ rule ld_pairs:
     output:
         f"{LD_R}/pairs/{{arm}}/iter{{t}}.jsonl",
     wildcard_constraints:
-        arm="|".join(map(re.escape, LD_ROWS)),
+        arm=LD_ARM,
         t=r"\d+",
     params:
         gens=lambda w: " ".join(f"{tag}={path}" for tag, path in ld_pair_generations(w).items()),
@@ -214,7 +215,7 @@ rule ld_distances:
     output:
         f"{LD_R}/distances/{{arm}}/iter{{t}}.jsonl",
     wildcard_constraints:
-        arm="|".join(map(re.escape, LD_ROWS)),
+        arm=LD_ARM,
         t=r"\d+",
     params:
         latent=ld_latent_args,
@@ -236,7 +237,7 @@ rule ld_weights:
         weighted=f"{LD_R}/weighted/{{arm}}/iter{{t}}.jsonl",
         diagnostics=f"{LD_R}/weighted/{{arm}}/iter{{t}}.diagnostics.json",
     wildcard_constraints:
-        arm="|".join(map(re.escape, LD_ROWS)),
+        arm=LD_ARM,
         t=r"\d+",
     params:
         row=lambda w: as_json(LD_ROWS[w.arm].public()),
@@ -266,7 +267,7 @@ rule ld_train:
     output:
         f"{LD_R}/models/{{arm}}/iter{{t}}/model.json",
     wildcard_constraints:
-        arm="|".join(map(re.escape, LD_ROWS)),
+        arm=LD_ARM,
         t=r"\d+",
     params:
         cfg=lambda w: as_json(ld_train_cfg(w.t)),
@@ -297,7 +298,7 @@ rule ld_evaluate:
     output:
         f"{LD_R}/eval/{{key}}.json",
     wildcard_constraints:
-        key=r"start|(" + "|".join(map(re.escape, LD_ROWS)) + r")/iter\d+",
+        key=rf"start|({LD_ARM})/iter\d+",
     params:
         spec=as_json({**LD["eval"], "dtype": config["dtype"], "generation": LD_GEN}),
     log:
@@ -352,18 +353,21 @@ rule ld_tables:
         "--out-dir {LD_R}/tables --wandb-json {LD_WANDB:q} > {log} 2>&1 && cat {output.summary}"
 
 
+# the ablation table: SPIN and LD-Align (when run) beside the ablation rows
+LD_ABLATION_TABLE = {**{k: v for k, v in LD_ARMS.items() if k in ("spin", "ld_align")}, **LD_ABLATIONS}
+
+
 rule ld_ablations:
     """The ablation table (a separate target unless ld_align.ablations_in_default): SPIN and LD-Align beside
     permuted / inverse weights, the untrained encoder's distances and the policy's own hidden states."""
     input:
-        **ld_table_inputs({**{k: v for k, v in LD_ARMS.items() if k in ("spin", "ld_align")}, **LD_ABLATIONS}),
+        **ld_table_inputs(LD_ABLATION_TABLE),
     output:
         report(f"{LD_R}/tables/ablations.md", category="LD-Align", labels={"table": "ablations"}),
         f"{LD_R}/tables/ablations.csv",
         summary=f"{LD_R}/tables/ablations_summary.md",
     params:
-        spec=ld_table_spec({**{k: v for k, v in LD_ARMS.items() if k in ("spin", "ld_align")}, **LD_ABLATIONS},
-                           "ablations"),
+        spec=ld_table_spec(LD_ABLATION_TABLE, "ablations"),
     log:
         f"{LD_R}/logs/ablations.log",
     resources: **res("cpu")

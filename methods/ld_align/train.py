@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +103,6 @@ def build_trainer(model, tok, rows: list[dict[str, Any]], cfg: dict[str, Any], k
     )
 
 
-def save_full(model, policy: Path, out_dir: Path, name: str, extra: dict[str, Any], tok=None) -> dict[str, Any]:
-    return save_full_model(model, tok, policy, out_dir, name, extra)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(
         prog="python -m alignrepro.methods.ld_align.train",
@@ -173,29 +168,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if wandb.run is not None:
             wandb.run.summary.update({"arm": args.arm, "iteration": args.iteration, "weights": weights})
             wandb.finish()
-    save = save_adapter if settings.lora else partial(save_full, tok=tok)
-    return save(
-        trainer.model,
-        args.policy,
-        args.out,
-        args.name,
-        {
-            "arm": args.arm,
-            "iteration": args.iteration,
-            "prompt_template": "chat",  # trained on the policy's chat template (TRL conversational rows)
-            "beta": cfg["beta"],
-            "loss_type": cfg["loss_type"],
-            "optimizer": cfg["optimizer"],
-            "pair_weights": weights,
-            "train_metrics": result.metrics,
-            "log_history": history,
-            "dtype": str(dtype).removeprefix("torch."),
-            "train_seconds": round(time.perf_counter() - start, 1),
-            "resumed_from": resume,
-            "pairs_sha256": input_identity(args.pairs),
-            "provenance": provenance(tier=args.tier, config=cfg, seed=settings.seed),
-        },
-    )
+    extra = {
+        "arm": args.arm,
+        "iteration": args.iteration,
+        "prompt_template": "chat",  # trained on the policy's chat template (TRL conversational rows)
+        "beta": cfg["beta"],
+        "loss_type": cfg["loss_type"],
+        "optimizer": cfg["optimizer"],
+        "pair_weights": weights,
+        "train_metrics": result.metrics,
+        "log_history": history,
+        "dtype": str(dtype).removeprefix("torch."),
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "resumed_from": resume,
+        "pairs_sha256": input_identity(args.pairs),
+        "provenance": provenance(tier=args.tier, config=cfg, seed=settings.seed),
+    }
+    if settings.lora:  # an adapter over the previous iteration (a LoRA chain)
+        return save_adapter(trainer.model, args.policy, args.out, args.name, extra)
+    return save_full_model(trainer.model, tok, args.policy, args.out, args.name, extra)  # the whole model, weights/
 
 
 if __name__ == "__main__":
