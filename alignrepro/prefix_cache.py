@@ -39,6 +39,7 @@ class Sampling:
     min_tokens: int = 0
     seed: int = 0
     stop: list[str] = field(default_factory=list)
+    regex: str | None = None  # guided decoding: the completion must match it (alignrepro.guided)
 
 
 @dataclass
@@ -77,6 +78,21 @@ NEUTRAL |= {"frequency_penalty": (None, 0, 0.0), "presence_penalty": (None, 0, 0
 NEUTRAL |= {"response_format": (None, {"type": "text"})}
 KNOWN = {"model", "prompt", "messages", "n", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k"}
 KNOWN |= {"seed", "stop", "user", "repetition_penalty", "min_tokens", "stream_options", "tool_choice"} | set(NEUTRAL)
+KNOWN |= {"guided_regex", "structured_outputs", "guided_decoding_backend"}
+
+
+def guided_regex(body: dict) -> str | None:
+    """vLLM's guided decoding by regex: `guided_regex` (vLLM ≤ 0.10) or `structured_outputs: {regex}` (newer)."""
+    from alignrepro.guided import check_regex
+
+    if body.get("guided_regex") is not None:
+        return check_regex(body["guided_regex"], "guided_regex")
+    so = body.get("structured_outputs")
+    if so is None:
+        return None
+    if not isinstance(so, dict) or set(so) != {"regex"}:
+        raise RequestError("structured_outputs", 'only {"regex": ...} is supported by this server')
+    return check_regex(so["regex"], "structured_outputs.regex")
 
 
 def sampling_fields(body: dict) -> dict[str, Any]:
@@ -101,6 +117,7 @@ def sampling_fields(body: dict) -> dict[str, Any]:
         "min_tokens": number(body, "min_tokens", 0, 0, integer=True),
         "seed": number(body, "seed", 0, integer=True),
         "stop": stop or [],
+        "regex": guided_regex(body),
     }
 
 
@@ -174,6 +191,7 @@ class Engine:
         self.vocab = model.get_output_embeddings().weight.shape[0]
         self.max_len = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.stats = {"rows": 0, "prompt_tokens_read": 0, "prefix_tokens_reused": 0, "completion_tokens": 0}
+        self._guide_data = None  # lm-format-enforcer's tokenizer data, built on the first guided request
         if self.prefix is not None and not self._plain_cache():
             log.warning("prefix cache off: this model's cache layers are not all full-attention DynamicLayers")
             self.prefix = None
@@ -284,12 +302,16 @@ class Engine:
             for k, r in enumerate(rows):
                 seen[k, torch.tensor(r, device=dev)] = True
         window = max((len(x) for x in s.stop), default=0) + 4  # tokens enough to hold a stop string
+        guide = self._guide(s.regex) if s.regex else None
         active, new = list(range(b)), [[] for _ in range(b)]
         result: list[Choice | None] = [None] * b
         for step in range(s.max_tokens):
             if should_stop():
                 raise Cancelled
-            logits = self._process(out.logits[:, -1].float(), s, step, seen)
+            logits = out.logits[:, -1].float()
+            if guide is not None:  # before penalties and sampling, as vLLM applies its guided-decoding processor
+                logits = logits + guide.mask([rows[a] for a in active], [new[a] for a in active], s.max_tokens, dev)
+            logits = self._process(logits, s, step, seen)
             if s.temperature == 0:
                 nxt = logits.argmax(-1)
             else:
@@ -328,6 +350,13 @@ class Engine:
         assert len(choices) == b, "every row ends with EOS, a stop string or max_tokens"
         self.stats["completion_tokens"] += sum(c.tokens for c in choices)
         return choices
+
+    def _guide(self, regex: str):
+        from alignrepro.guided import RegexGuide, tokenizer_data
+
+        if self._guide_data is None:
+            self._guide_data = tokenizer_data(self.tok, self.eos, self.vocab)
+        return RegexGuide(self._guide_data, regex, self.vocab)
 
     def _process(self, logits: torch.Tensor, s: Sampling, step: int, seen: torch.Tensor | None) -> torch.Tensor:
         if seen is not None:

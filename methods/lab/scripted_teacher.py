@@ -4,7 +4,9 @@ A random 2-layer model never writes the library's tags, so every SDG pipeline wo
 empty stage is an error, never a silent empty dataset). This engine answers each of instructlab-sdg's prompts in the
 tag format its parsers expect — questions, contexts, answers, knowledge Q&A, and verdicts that pass or fail by a
 hash of the prompt (about 1 in 4 fails), so every filter removes some rows. Its numbers mean nothing and every
-table of the ci tier says so; tiny and full use a real model (SmolLM2, Mixtral via vLLM).
+table of the ci tier says so; tiny and full use a real model (SmolLM2, Mixtral via vLLM). A guided request
+(`guided_regex`, sdg_formats.py) is answered only if the scripted answer matches it: the ci DAG thus checks every
+derived format against answers the library's parsers read.
 
 It is a model kind of its own (`lab_scripted_teacher`, registered in methods/lab/paper.yaml as the server's
 `serve_engine`): `python -m alignrepro.methods.lab.scripted_teacher --out DIR` writes the folder.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +85,16 @@ class ScriptedEngine:
         return dict(self.stats)
 
     def run(self, prompts: list[list[int]], fields: dict, max_tokens: int | None, where: str, should_stop):
-        from alignrepro.prefix_cache import Choice
+        from alignrepro.prefix_cache import Choice, RequestError
 
         self.stats["requests"] += 1
-        choices = []
+        choices, regex = [], fields.get("regex")
         for ids in prompts:
             text = self.tok.decode(ids)
             for j in range(fields.get("n", 1)):
                 out = script(text, j)
+                if regex is not None and not re.fullmatch(regex, out):
+                    raise RequestError("guided_regex", f"the scripted answer {out[:200]!r} does not match {regex!r}")
                 choices.append(Choice(text=out, finish_reason="stop", tokens=len(out.split())))
         n_prompt, n_new = sum(map(len, prompts)), sum(c.tokens for c in choices)
         return choices, {"prompt_tokens": n_prompt, "completion_tokens": n_new, "total_tokens": n_prompt + n_new}

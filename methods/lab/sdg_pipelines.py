@@ -21,7 +21,7 @@ import yaml
 
 from alignrepro.errors import UserError
 from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
-from alignrepro.methods.lab import sdg_shim
+from alignrepro.methods.lab import sdg_formats, sdg_shim
 
 LIBRARY_PIPELINES = {
     "freeform_skills": "full/freeform_skills.yaml",
@@ -30,7 +30,7 @@ LIBRARY_PIPELINES = {
     "mmlu_bench": "eval/mmlu_bench.yaml",
 }
 KIND_PIPELINE = {"freeform_skill": "freeform_skills", "grounded_skill": "grounded_skills", "knowledge": "knowledge"}
-GEN_KWARGS = ("temperature", "max_tokens", "n")
+GEN_KWARGS = ("temperature", "max_tokens", "n", "extra_body")
 BATCH_KWARGS = ("num_samples",)
 MANIFEST = "pipelines.json"
 
@@ -53,6 +53,10 @@ def library_pipeline(name: str) -> tuple[Path, dict[str, Any]]:
 
 
 def _check_value(where: str, key: str, value: Any) -> Any:
+    if key == "extra_body":  # only guided decoding (vLLM's field) travels in the request body
+        if not isinstance(value, dict) or set(value) != {"guided_regex"} or not isinstance(value["guided_regex"], str):
+            raise UserError(f"{where}: extra_body must be {{guided_regex: <regex>}}, got {value!r}")
+        return value
     if key == "temperature":
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise UserError(f"{where}: temperature must be a number >= 0, got {value!r}")
@@ -183,10 +187,12 @@ def tier_overrides(
     temperature: float = 0.7,
     max_tokens: int | None = None,
     block_max_tokens: dict[str, int] | None = None,
+    guided: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Overrides for a tier: the counts (library: 30 questions per seed; 10 contexts per seed × 3 questions each),
-    sampling for question and context generation (judges and answers stay greedy, as in the library), and an
-    optional max_tokens cap on every LLM block (`block_max_tokens` per block name wins)."""
+    sampling for question and context generation (judges and answers stay greedy, as in the library), an optional
+    max_tokens cap on every LLM block (`block_max_tokens` per block name wins) and, with `guided`, each block's
+    output format as a guided-decoding regex (sdg_formats)."""
     out: dict[str, dict[str, dict[str, Any]]] = {
         "freeform_skills": {"gen_questions": {"num_samples": questions_per_seed, "temperature": temperature}},
         "grounded_skills": {
@@ -198,11 +204,16 @@ def tier_overrides(
     }
     seen = set()
     for name in LIBRARY_PIPELINES:
-        for block in library_pipeline(name)[1]["blocks"]:
+        path, content = library_pipeline(name)
+        for i, block in enumerate(content["blocks"]):
             seen.add(block["name"])
+            if block["type"] != "LLMBlock":
+                continue
             cap = (block_max_tokens or {}).get(block["name"], max_tokens)
-            if cap is not None and block["type"] == "LLMBlock":
+            if cap is not None:
                 out[name].setdefault(block["name"], {})["max_tokens"] = cap
+            if guided and (regex := sdg_formats.block_regex(content["blocks"], i, path, name)) is not None:
+                out[name].setdefault(block["name"], {})["extra_body"] = {"guided_regex": regex}
     if set(block_max_tokens or {}) - seen:
         raise UserError(f"block_max_tokens names unknown SDG blocks {sorted(set(block_max_tokens) - seen)}")
     return out

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         s = json.loads(args.sdg_json)
         write_pipelines(args.out_dir, tier_overrides(s["questions_per_seed"], s["contexts_per_seed"],
                                                      s["questions_per_context"], s["temperature"], s["max_tokens"],
-                                                     s["block_max_tokens"]))  # fmt: skip
+                                                     s["block_max_tokens"], s["guided"]))  # fmt: skip
     elif args.cmd == "sdg":
         run_sdg(args)
     elif args.cmd == "foundational":
