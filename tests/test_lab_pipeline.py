@@ -36,7 +36,20 @@ def test_sdg_ran_every_leaf_with_its_library_pipeline(ci_run):
                and s["rows_out"] < s["rows_in"]]  # fmt: skip
     assert removed  # the teacher's verdicts remove rows
     keep = (r / "tables/sdg_keep_rates.md").read_text()
-    assert "filter_faithfulness" in keep and "gen_grounded_questions" in keep
+    assert "filter_faithfulness" in keep and "gen_grounded_questions" in keep and "post_process_mcq" in keep
+
+
+@pytest.mark.slow
+def test_knowledge_leaf_questions_join_mmlu_branch(ci_run):
+    # phoenix ships no MMLU-branch questions: the library's mmlu_bench pipeline writes them, and every model's
+    # MMLU-branch (selection and evaluation) scores them beside the 27 shipped tonsils questions.
+    r = ci_run / "results/lab/ci"
+    rows = [json.loads(line) for line in (r / "mmlu_bench/phoenix/questions.jsonl").read_text().splitlines()]
+    assert rows and all(len(q["choices"]) == 4 and q["answer"] in "ABCD" for q in rows)
+    assert not (r / "mmlu_bench/tonsils").exists() and not (r / "mmlu_bench/siblings").exists()
+    for scored in (r / "eval/lab.json", r / "models/kt1/epoch1.mmlu_branch.json"):
+        ids = set(json.loads(scored.read_text())["per_item"]["mmlu_branch"])
+        assert {q["id"] for q in rows} <= ids and any(i.startswith("tonsils/") for i in ids)
 
 
 @pytest.mark.slow

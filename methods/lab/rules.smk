@@ -87,9 +87,46 @@ rule lab_sdg:
         "--pipelines $(dirname {input.pipelines}) --out $(dirname {output.records}) > {log} 2>&1"
 
 
-def lab_leaf_names(wildcards=None):
+def lab_leaves():
     with open(checkpoints.lab_taxonomy.get().output[0]) as f:
-        return [leaf["name"] for leaf in json.load(f)["leaves"]]
+        return json.load(f)["leaves"]
+
+
+def lab_leaf_names(wildcards=None):
+    return [leaf["name"] for leaf in lab_leaves()]
+
+
+def lab_mmlu_bench_files(wildcards=None):
+    """MMLU-branch questions generated for the knowledge leaves that ship none (tonsils ships 27; phoenix none)."""
+    return [f"{LAB_R}/mmlu_bench/{leaf['name']}/questions.jsonl" for leaf in lab_leaves()
+            if leaf["kind"] == "knowledge" and not leaf["mmlu_branch_questions"]]
+
+
+rule lab_mmlu_bench:
+    """A knowledge leaf's MMLU-branch questions: the library's mmlu_bench pipeline and its MCQ post-processing,
+    against the served teacher (ilab's generate_data does this for every knowledge leaf)."""
+    input:
+        leaves=f"{LAB_R}/taxonomy/leaves.json",
+        pipelines=rules.lab_pipelines.output[0],
+        teacher=[f"{LAB_TEACHER}/model.json"] if LAB_TEACHER else [],
+    output:
+        questions=f"{LAB_R}/mmlu_bench/{{leaf}}/questions.jsonl",
+        stages=f"{LAB_R}/mmlu_bench/{{leaf}}/stages.json",
+    params:
+        taxonomy=LAB_TAXONOMY,
+        teacher=as_json(LAB["teacher"]),
+        sdg=as_json(LAB["sdg"]),
+        model=f"--teacher-model {LAB_TEACHER}" if LAB_TEACHER else "",
+    log:
+        f"{LAB_R}/logs/mmlu_bench_{{leaf}}.log",
+    benchmark:
+        f"{LAB_R}/benchmarks/mmlu_bench_{{leaf}}.tsv"
+    threads: config["threads"]
+    resources: **res("infer" if LAB_TEACHER else "api")
+    shell:
+        "{PY} -m alignrepro.methods.lab.steps mmlu-bench --leaf {wildcards.leaf} --taxonomy-json {params.taxonomy:q} "
+        "--teacher-json {params.teacher:q} {params.model} --sdg-json {params.sdg:q} "
+        "--pipelines $(dirname {input.pipelines}) --out $(dirname {output.questions}) > {log} 2>&1"
 
 
 rule lab_foundational:
@@ -177,6 +214,7 @@ rule lab_epoch_mmlu_branch:
     """A knowledge phase's epoch checkpoint scored on MMLU-branch (its selection metric, paper: MMLU)."""
     input:
         phase=f"{LAB_R}/models/{{phase}}/phase.json",
+        mc=lab_mmlu_bench_files,
     output:
         f"{LAB_R}/models/{{phase}}/epoch{{k}}.mmlu_branch.json",
     wildcard_constraints:
@@ -190,7 +228,7 @@ rule lab_epoch_mmlu_branch:
     resources: **res("infer")
     shell:
         "{PY} -m alignrepro.methods.lab.evaluate --model $(dirname {input.phase})/epoch{wildcards.k} --only mmlu_branch "
-        "--dtype {params.dtype} --tier {TIER} --out {output} > {log} 2>&1"
+        "--mc-extra {input.mc} --dtype {params.dtype} --tier {TIER} --out {output} > {log} 2>&1"
 
 
 def lab_select_args(w, input):
@@ -236,6 +274,7 @@ rule lab_evaluate:
         model=lambda w: f"{lab_model(LAB_EVAL_MODELS[w.model])}/model.json",
         foundational=rules.lab_foundational.output.test,
         heldout=rules.lab_heldout.output.heldout,
+        mc=lab_mmlu_bench_files,
     output:
         f"{LAB_R}/eval/{{model}}.json",
     wildcard_constraints:
@@ -251,13 +290,15 @@ rule lab_evaluate:
     resources: **res("infer")
     shell:
         "{PY} -m alignrepro.methods.lab.evaluate --model $(dirname {input.model}) --foundational {input.foundational} "
-        "--heldout {input.heldout} --max-new-tokens {params.e[max_new_tokens]} --batch-size {params.e[batch_size]} "
+        "--heldout {input.heldout} --mc-extra {input.mc} --max-new-tokens {params.e[max_new_tokens]} "
+        "--batch-size {params.e[batch_size]} "
         "--dtype {params.dtype} --tier {TIER} --out {output} > {log} 2>&1"
 
 
 def lab_table_inputs(with_stacked):
     return {
         "stages": lambda w: [f"{LAB_R}/sdg/{leaf}/stages.json" for leaf in lab_leaf_names()],
+        "mc": lab_mmlu_bench_files,
         "manifest": f"{LAB_R}/phases/manifest.json",
         "selected": [f"{LAB_R}/models/{p}/selected.json" for p in LAB_PHASES + (["stacked"] if with_stacked else [])],
         "evals": [f"{LAB_R}/eval/{m}.json" for m in ["base", "lab"] + (["stacked"] if with_stacked else [])],
@@ -270,7 +311,8 @@ def lab_table_spec(with_stacked):
         return as_json({
             "tier": TIER, "seed": config["seed"], "bootstrap": 2000, "root": LAB_R,
             "teacher": LAB["teacher"]["model"], "student": LAB["student"],
-            "sdg_stages": [f"{LAB_R}/sdg/{leaf}/stages.json" for leaf in lab_leaf_names()],
+            "sdg_stages": [f"{LAB_R}/sdg/{leaf}/stages.json" for leaf in lab_leaf_names()]
+            + [f.replace("questions.jsonl", "stages.json") for f in lab_mmlu_bench_files()],
             "phase_manifest": f"{LAB_R}/phases/manifest.json",
             "selections": {p: f"{LAB_R}/models/{p}/selected.json"
                            for p in LAB_PHASES + (["stacked"] if with_stacked else [])},

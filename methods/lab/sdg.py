@@ -15,6 +15,11 @@ Knowledge documents: instructlab-sdg 0.8.3 converts and chunks with docling (Hyb
 chunk. Each chunk is paired with every seed context and its 3 Q&A, as the library does.
 
 A run writes into out_dir: input.jsonl (the pipeline input), records.jsonl (messages), stages.json (rows per stage).
+
+MMLU-branch questions of a knowledge leaf (`run_mmlu_bench`): the library's `eval/mmlu_bench.yaml` on the same
+pipeline input, then its own `_post_process_mcq` (four options, a lettered answer), as ilab's generate_data does for
+every knowledge leaf; written as questions.jsonl with the answer as a letter (its class_encode_column numbers only the
+letters present).
 """
 
 from __future__ import annotations
@@ -287,3 +292,44 @@ def keep_rate_table(reports: list[dict[str, Any]]) -> str:
             row = (rep["leaf"], rep["pipeline"], s["block"], s["type"], s["rows_in"], s["rows_out"], ratio)
             lines.append("| " + " | ".join(map(str, row)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def run_mmlu_bench(
+    leaf: Leaf,
+    pipelines: dict[str, DerivedPipeline],
+    client: Any,
+    model_id: str,
+    out_dir: str | Path,
+    *,
+    model_family: str | None = None,
+    chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
+    """MMLU-branch rows for a knowledge leaf from the teacher: writes input.jsonl, stages.json, questions.jsonl
+    ({id, question, choices, answer letter, subject}); a UserError when no question survives the library's filters."""
+    if leaf.kind != "knowledge":
+        raise UserError(f"leaf {leaf.name!r}: MMLU-branch questions come from knowledge leaves, not {leaf.kind}")
+    if "mmlu_bench" not in pipelines:
+        raise UserError(f"leaf {leaf.name!r}: no derived mmlu_bench pipeline was given")
+    pipe, out_dir = pipelines["mmlu_bench"], Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = sdg_shim.make_context(client, model_id, model_family, batch_size=batch_size)
+    samples = leaf_samples(leaf, chunk_word_count)
+    write_jsonl(out_dir / "input.jsonl", samples)
+    stages: list[Stage] = []
+    with _quiet_datasets():
+        data = _run_blocks(leaf, pipe, ctx, datasets.Dataset.from_list(samples), stages, out_dir)
+        mcq = sdg_shim.sdg().eval_data._post_process_mcq(data)
+    stages.append(Stage("post_process_mcq", "eval_data", len(data), len(mcq), "four options A-D, a lettered answer"))
+    _report(out_dir, leaf, pipe, stages, len(mcq))
+    if not len(mcq):
+        raise UserError(f"leaf {leaf.name!r}: no generated MCQ has four options and a lettered answer "
+                        f"(rows per stage: {out_dir / 'stages.json'})")  # fmt: skip
+    letter = mcq.features["answer"].int2str
+    rows = [
+        {"id": f"{leaf.name}/mmlu_bench/{i:03d}", "question": r["question"], "choices": r["choices"],
+         "answer": letter(r["answer"]), "subject": r.get("subject") or leaf.name}
+        for i, r in enumerate(mcq)
+    ]  # fmt: skip
+    write_jsonl(out_dir / "questions.jsonl", rows)
+    return rows

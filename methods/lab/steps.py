@@ -4,6 +4,7 @@
   pipelines     the tier's copies of instructlab-sdg's own pipeline YAMLs (counts and sampling only), hashed
   sdg           one leaf through its library pipeline against the served teacher (alignrepro.serve, or a vLLM /
                 OpenAI-compatible endpoint at full): records.jsonl, stages.json (rows in/out per stage)
+  mmlu-bench    a knowledge leaf's MMLU-branch questions from the library's mmlu_bench pipeline: questions.jsonl
   foundational  the project's verifiable tasks as foundational-skill records (train) and held-out tasks (test)
   heldout       generated records split into training and held-out (held-out NLL), seeded, per leaf
 
@@ -62,9 +63,10 @@ def teacher_endpoint(teacher: dict[str, Any], model_dir: str | None, log_path: P
 
 
 def run_sdg(args: argparse.Namespace) -> None:
+    """`sdg` (the leaf's training pairs) or `mmlu-bench` (a knowledge leaf's MMLU-branch questions)."""
     import openai
 
-    from alignrepro.methods.lab.sdg import run_leaf
+    from alignrepro.methods.lab.sdg import run_leaf, run_mmlu_bench
     from alignrepro.methods.lab.sdg_pipelines import load_pipelines
 
     spec = json.loads(args.taxonomy_json)
@@ -75,9 +77,10 @@ def run_sdg(args: argparse.Namespace) -> None:
     pipelines = load_pipelines(args.pipelines)
     with teacher_endpoint(teacher, args.teacher_model, args.out / "teacher.log") as ep:
         client = openai.OpenAI(base_url=ep.base_url, api_key="EMPTY", timeout=3600, max_retries=2)
-        result = run_leaf(leaf, pipelines, client, ep.model, args.out, model_family=teacher["family"],
-                          chunk_word_count=sdg["chunk_word_count"], batch_size=teacher["batch_size"])  # fmt: skip
-    log.info("leaf %s: %d records", leaf.name, len(result.records))
+        run = run_leaf if args.cmd == "sdg" else run_mmlu_bench
+        result = run(leaf, pipelines, client, ep.model, args.out, model_family=teacher["family"],
+                     chunk_word_count=sdg["chunk_word_count"], batch_size=teacher["batch_size"])  # fmt: skip
+    log.info("leaf %s: %d %s", leaf.name, len(getattr(result, "records", result)), args.cmd)
 
 
 def foundational(n_train: int, n_test: int, seed: int) -> tuple[list[dict[str, Any]], list]:
@@ -117,14 +120,18 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("pipelines", help="the tier's copies of the library's pipeline YAMLs")
     b.add_argument("--sdg-json", required=True, help="config lab.sdg as JSON")
     b.add_argument("--out-dir", type=Path, required=True)
-    c = sub.add_parser("sdg", help="one leaf through its pipeline against the served teacher")
-    c.add_argument("--leaf", required=True)
-    c.add_argument("--taxonomy-json", required=True)
-    c.add_argument("--teacher-json", required=True, help="config lab.teacher as JSON")
-    c.add_argument("--teacher-model", help="server local: the teacher's model folder")
-    c.add_argument("--sdg-json", required=True)
-    c.add_argument("--pipelines", type=Path, required=True, help="the pipelines step's folder")
-    c.add_argument("--out", type=Path, required=True, help="the leaf's folder: records.jsonl, stages.json, ...")
+    for name, what, outputs in (
+        ("sdg", "one leaf through its pipeline against the served teacher", "records.jsonl"),
+        ("mmlu-bench", "a knowledge leaf's MMLU-branch questions", "questions.jsonl"),
+    ):
+        c = sub.add_parser(name, help=what)
+        c.add_argument("--leaf", required=True)
+        c.add_argument("--taxonomy-json", required=True)
+        c.add_argument("--teacher-json", required=True, help="config lab.teacher as JSON")
+        c.add_argument("--teacher-model", help="server local: the teacher's model folder")
+        c.add_argument("--sdg-json", required=True)
+        c.add_argument("--pipelines", type=Path, required=True, help="the pipelines step's folder")
+        c.add_argument("--out", type=Path, required=True, help=f"the leaf's folder: {outputs}, stages.json, ...")
     d = sub.add_parser("foundational", help="verifiable tasks as foundational-skill records")
     d.add_argument("--train", type=int, required=True)
     d.add_argument("--test", type=int, required=True)
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         write_pipelines(args.out_dir, tier_overrides(s["questions_per_seed"], s["contexts_per_seed"],
                                                      s["questions_per_context"], s["temperature"], s["max_tokens"],
                                                      s["block_max_tokens"], s["guided"]))  # fmt: skip
-    elif args.cmd == "sdg":
+    elif args.cmd in ("sdg", "mmlu-bench"):
         run_sdg(args)
     elif args.cmd == "foundational":
         train, test = foundational(args.train, args.test, args.seed)
