@@ -92,6 +92,11 @@ class RegexGuide:
         self.decode, self.eos = data.decoder, data.eos_token_id
         self.vocab, self._masks, self._closing = vocab, {}, {}
 
+    def new_request(self) -> None:
+        """Forget the sequences of earlier requests; keep what depends on parser states only (the expensive part:
+        a free-text state's allowed tokens take a walk over the whole vocabulary, ~1 s for SmolLM2's)."""
+        self.enforcer.prefix_states.clear()
+
     def mask(self, prompts: list[list[int]], news: list[list[int]], max_tokens: int, device) -> torch.Tensor:
         """(rows, vocab) additive mask: 0 where allowed, -inf elsewhere, for rows of prompt + new tokens."""
         out = torch.empty((len(prompts), self.vocab), device=device)

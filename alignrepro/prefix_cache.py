@@ -192,6 +192,7 @@ class Engine:
         self.max_len = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.stats = {"rows": 0, "prompt_tokens_read": 0, "prefix_tokens_reused": 0, "completion_tokens": 0}
         self._guide_data = None  # lm-format-enforcer's tokenizer data, built on the first guided request
+        self._guides: dict[str, Any] = {}  # regex -> RegexGuide: its allowed-token caches outlive a request
         if self.prefix is not None and not self._plain_cache():
             log.warning("prefix cache off: this model's cache layers are not all full-attention DynamicLayers")
             self.prefix = None
@@ -356,7 +357,13 @@ class Engine:
 
         if self._guide_data is None:
             self._guide_data = tokenizer_data(self.tok, self.eos, self.vocab)
-        return RegexGuide(self._guide_data, regex, self.vocab)
+        if regex not in self._guides:
+            if len(self._guides) >= 64:
+                self._guides.pop(next(iter(self._guides)))
+            self._guides[regex] = RegexGuide(self._guide_data, regex, self.vocab)
+        guide = self._guides[regex]
+        guide.new_request()
+        return guide
 
     def _process(self, logits: torch.Tensor, s: Sampling, step: int, seen: torch.Tensor | None) -> torch.Tensor:
         if seen is not None:
