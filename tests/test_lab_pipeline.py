@@ -87,4 +87,7 @@ def test_full_tier_dry_runs_with_the_vllm_teacher(tmp_path):
     res = smk(tmp_path, "lab_tables", "-n", "--config", "tier=full", "papers=[lab]",
               "lab={teacher: {base_url: 'http://127.0.0.1:8000/v1'}}", timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert job_stats(res.stdout)["lab_taxonomy"] == 1  # the rest of the DAG follows from the checked-out leaves
+    jobs = job_stats(res.stdout)
+    assert jobs["lab_taxonomy"] == 1  # the SDG jobs follow from the checked-out leaves
+    # The skills phase is selected by MT-Bench at full (paper): each of ST's 7 epochs answers and is graded.
+    assert jobs["lab_epoch_mtbench_answers"] == jobs["lab_epoch_mtbench"] == 7

@@ -231,19 +231,78 @@ rule lab_epoch_mmlu_branch:
         "--mc-extra {input.mc} --dtype {params.dtype} --tier {TIER} --out {output} > {log} 2>&1"
 
 
+LAB_SKILLS_JUDGE = LAB["select"]["judge"] or config["evals"]["judge"]
+
+
+rule lab_epoch_mtbench_answers:
+    """A skills-phase epoch checkpoint answers MT-Bench (both turns; the shared layer's question subset)."""
+    input:
+        phase=f"{LAB_R}/models/{{phase}}/phase.json",
+    output:
+        f"{LAB_R}/models/{{phase}}/epoch{{k}}.mtbench_answers.jsonl",
+    wildcard_constraints:
+        phase="st|stacked",
+        k=r"\d+",
+    params:
+        gen=as_json({**config["evals"]["generation"], "dtype": config["dtype"]}),
+        per_cat=(f"--per-category {config['evals']['mtbench']['per_category']}"
+                 if config["evals"]["mtbench"]["per_category"] else ""),
+        seed=config["seed"],
+        max_new=config["evals"]["generation"]["max_new_tokens"],
+    log:
+        f"{LAB_R}/logs/mtbench_answers_{{phase}}_epoch{{k}}.log",
+    threads: config["threads"]
+    resources: **res("infer")
+    shell:
+        "{PY} -m alignrepro.evals.mtbench.answer --model $(dirname {input.phase})/epoch{wildcards.k} {params.per_cat} "
+        "--seed {params.seed} --max-new-tokens {params.max_new} --spec-json {params.gen:q} --tier {TIER} "
+        "--out {output} > {log} 2>&1"
+
+
+rule lab_epoch_mtbench:
+    """The skills phase's selection metric (paper: MT-Bench), graded by the named judge; its card sits beside the
+    evaluation layer's."""
+    input:
+        answers=f"{LAB_R}/models/{{phase}}/epoch{{k}}.mtbench_answers.jsonl",
+        judge=lambda w: judge_inputs(LAB_SKILLS_JUDGE),
+    output:
+        f"{LAB_R}/models/{{phase}}/epoch{{k}}.mtbench.json",
+    wildcard_constraints:
+        phase="st|stacked",
+        k=r"\d+",
+    params:
+        judge=lambda w: as_json(judge_spec(LAB_SKILLS_JUDGE)),
+    log:
+        f"{LAB_R}/logs/mtbench_{{phase}}_epoch{{k}}.log",
+    threads: config["threads"]
+    resources: **res_judge("judge")
+    shell:
+        "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --judge-config {params.judge:q} "
+        "--cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
+
+
+def lab_epoch_scores(w):
+    """Per-epoch score files of a phase's selection metric (none for held-out NLL: select computes it)."""
+    metric = {"kt1": "mmlu_branch", "kt2": "mmlu_branch"}.get(w.phase, LAB["select"]["skills"])
+    if metric == "heldout_nll":
+        return []
+    return [f"{LAB_R}/models/{w.phase}/epoch{k}.{metric}.json" for k in range(1, LAB_EPOCHS[w.phase] + 1)]
+
+
 def lab_select_args(w, input):
     if w.phase in ("kt1", "kt2"):
         return f"--scores {' '.join(input.scores)} --key metrics.mmlu_branch --metric mmlu_branch --direction higher"
+    if LAB["select"]["skills"] == "mtbench":
+        return f"--scores {' '.join(input.scores)} --key score --metric mtbench --direction higher"
     return f"--heldout {input.heldout} --metric heldout_nll --direction lower"
 
 
 rule lab_select:
-    """The phase's checkpoint: MMLU-branch accuracy for the knowledge phases, held-out NLL for the skills phase
-    (paper: MT-Bench), the earlier checkpoint on ties."""
+    """The phase's checkpoint: MMLU-branch accuracy for the knowledge phases, MT-Bench (full; held-out NLL at ci and
+    tiny) for the skills phase and the stacked ablation, the earlier checkpoint on ties."""
     input:
         phase=f"{LAB_R}/models/{{phase}}/phase.json",
-        scores=lambda w: ([f"{LAB_R}/models/{w.phase}/epoch{k}.mmlu_branch.json"
-                           for k in range(1, LAB_EPOCHS[w.phase] + 1)] if w.phase in ("kt1", "kt2") else []),
+        scores=lab_epoch_scores,
         heldout=rules.lab_heldout.output.heldout,
     output:
         f"{LAB_R}/models/{{phase}}/selected.json",
