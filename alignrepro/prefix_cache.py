@@ -235,9 +235,14 @@ class Engine:
     def complete(
         self, prompts: list[list[int]], n: int, sampling: Sampling, should_stop: Callable[[], bool] = lambda: False
     ) -> list[Choice]:
-        # Greedy choices of one prompt are identical: compute one, copy it n times.
+        # Greedy choices of one prompt are identical: compute one, copy it n times. A repeated prompt has the same
+        # row seeds (row_seed hashes the prompt), so its choices are the same too: computed once (instructlab-sdg
+        # sends each knowledge chunk once per seed example, e.g. 5 identical spellcheck prompts per chunk).
         per_prompt = 1 if sampling.temperature == 0 else n
-        rows = [(i, j) for i in range(len(prompts)) for j in range(per_prompt)]
+        first = {}
+        for i, p in enumerate(prompts):
+            first.setdefault(tuple(p), i)
+        rows = [(i, j) for i in sorted(set(first.values())) for j in range(per_prompt)]
         done: dict[tuple[int, int], Choice] = {}
         for start in range(0, len(rows), self.max_batch):
             chunk = rows[start : start + self.max_batch]
@@ -248,7 +253,10 @@ class Engine:
                 should_stop,
             )
             done.update(zip(chunk, choices, strict=True))
-        return [done[i, j if per_prompt > 1 else 0] for i in range(len(prompts)) for j in range(n)]
+        out = []
+        for p in prompts:
+            out += [done[first[tuple(p)], j if per_prompt > 1 else 0] for j in range(n)]
+        return out
 
     def _prefill(self, rows: list[list[int]]):
         """Forward over the prompts: (output, cache, attention mask, last positions). The shared prefix comes from

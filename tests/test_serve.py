@@ -280,3 +280,19 @@ def test_a_paper_kind_brings_its_own_engine(tmp_path, monkeypatch):
     body, chat_status, chat = asyncio.run(ask())
     assert [c["text"] for c in body["choices"]] == ["ab/0", "ab/1", "cd/0", "cd/1"]
     assert chat_status == 400 and chat["error"]["param"] == "messages"  # no chat template
+
+
+def test_repeated_prompts_are_computed_once(ci_model, one_torch_thread):
+    # instructlab-sdg sends each knowledge chunk once per seed example: identical prompts (and so identical row
+    # seeds) give identical choices, computed once, in prompt order.
+    from alignrepro.prefix_cache import Sampling
+
+    tok, _, cached, _ = _engines(ci_model)
+    a, b = tok("The answer is")["input_ids"], tok("How many apples")["input_ids"]
+    for temperature in (0.0, 1.0):
+        s = Sampling(max_tokens=6, min_tokens=6, temperature=temperature, seed=5)
+        before = cached.stats["rows"]
+        got = [c.text for c in cached.complete([a, b, a, a, b], 2, s)]
+        assert cached.stats["rows"] - before == (2 if temperature == 0 else 4)  # unique prompts × choices
+        alone = [c.text for c in cached.complete([a, b], 2, s)]
+        assert got == alone[:2] + alone[2:] + alone[:2] + alone[:2] + alone[2:]
