@@ -41,8 +41,10 @@ def script(prompt: str, j: int) -> str:
     if "multiple choice questions" in prompt:  # mmlu_bench: an MCQ on the document, the answer letter by hash
         letter = "ABCD"[h % 4]
         options = "\n".join(f"{x}) option {x.lower()} of item {h % 997}" for x in "ABCD")
-        return tag("Question", f"Which option does item {h % 997} state?\n{options}") + "\n" + tag(
-            "Answer", f"{letter}) option {letter.lower()} of item {h % 997}"
+        return (
+            tag("Question", f"Which option does item {h % 997} state?\n{options}")
+            + "\n"
+            + tag("Answer", f"{letter}) option {letter.lower()} of item {h % 997}")
         )
     if "diverse context" in prompt:
         return tag("Context", f"Context {h % 997}: a short passage written for this task, variant {j}.")
