@@ -8,34 +8,41 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
 from tqdm.auto import tqdm
 
 from alignrepro.data.records import Record, save_records
 from alignrepro.errors import UserError
+from alignrepro.generation_spec import BACKENDS, DEPRECATED_BACKENDS, GenerationSpec, backend_name
 from alignrepro.io import atomic_write_json, read_jsonl, stable_hash
+from alignrepro.lazy_torch import inference_mode
 from alignrepro.model_kinds import kind_object
 from alignrepro.provenance import provenance
 from alignrepro.templates import alpaca_prompt, alpaca_turn
 
+if TYPE_CHECKING:  # imported where used: the workflow's own process imports this module (alignrepro/lazy_torch.py)
+    import torch
+
 log = logging.getLogger(__name__)
 
 
-# One name per backend: `local` is a registry model in-process (as for judges), `openai` an OpenAI-compatible endpoint.
-# `hf` was the in-process backend's old name here; still accepted, with a deprecation message.
-BACKENDS = ("local", "openai")
-DEPRECATED_BACKENDS = {"hf": "local"}
+__all__ = ["BACKENDS", "DEPRECATED_BACKENDS", "GenerationSpec", "backend_name", "make_backend", "parse_spec"]
 
 
-def backend_name(spec: dict[str, Any]) -> str:
-    """The spec's backend under its one current name (default: local); an old name is accepted with a warning."""
-    name = spec.get("backend", "local")
-    if name in DEPRECATED_BACKENDS:
-        log.warning("generation backend %r is deprecated: call it %r", name, DEPRECATED_BACKENDS[name])
-        return DEPRECATED_BACKENDS[name]
-    return name
+def parse_spec(
+    spec: GenerationSpec | dict[str, Any], model_dir: str | Path | None, where: str = "generation"
+) -> GenerationSpec:
+    """A step's generation spec, typed once at its entry: every key is the engine's, or one the model's own backend
+    takes (a paper kind's `SPEC_KEYS`, e.g. MoTE's step_max_tokens; a kind listing none takes any)."""
+    if isinstance(spec, GenerationSpec):
+        return spec
+    own: tuple[str, ...] | None = ()
+    if backend_name(spec) == "local" and model_dir is not None:
+        paper_backend = kind_object(model_dir, "backend")
+        if paper_backend is not None:
+            own = getattr(paper_backend, "SPEC_KEYS", None)
+    return GenerationSpec.from_dict(spec, where, extra=own)
 
 
 PROMPTS_EXPECTED = "expected JSONL: one JSON object per line, each with an 'id' and a string 'instruction'"
@@ -117,16 +124,29 @@ def resolve_template(template: str, model_dir: str | Path | None) -> str:
     return prompt_template(model_dir)
 
 
-def backend_for(spec: dict[str, Any], model_dir: str | Path | None, template: str = "auto"):
-    """(backend, prompt format, spec used) to answer with: the format resolved for the model ("auto" = the one it was
-    trained in) and, for HF models, that format's stop strings (make_backend's default follows spec["template"])."""
-    local = backend_name(spec) == "local"
+def backend_for(spec: GenerationSpec | dict[str, Any], model_dir: str | Path | None, template: str = "auto"):
+    """(backend, prompt format, GenerationSpec used) to answer with: the format resolved for the model ("auto" = the
+    one it was trained in) and, for HF models, that format's stop strings (make_backend's default follows
+    spec.template). A dict is read as make_backend reads one."""
+    spec = _typed(spec, model_dir)
+    local = spec.backend == "local"
     if local and model_dir is None:
         raise SystemExit("--model is required for the local backend")
     template = resolve_template(template, model_dir)
     if local:
-        spec = {**spec, "stop": spec.get("stop", TEMPLATE_STOPS.get(template, []))}
+        spec = spec.with_(stop=spec.stop if spec.stop is not None else TEMPLATE_STOPS.get(template, []))
     return make_backend(spec, model_dir), template, spec
+
+
+def _typed(spec: GenerationSpec | dict[str, Any], model_dir: str | Path | None) -> GenerationSpec:
+    """A dict from a caller that did not parse it (LAB's steps, tests; a chain's whole settings): checked as at an
+    entry, except that a key the engine does not know is left to the model's own backend, as before."""
+    if isinstance(spec, GenerationSpec):
+        return spec
+    typed = GenerationSpec.from_dict(spec, "generation spec", extra=None)
+    if typed.options and kind_object(model_dir, "backend") is None:
+        log.debug("generation spec: keys no backend reads: %s", sorted(typed.options))
+    return typed
 
 
 def answer_conversations(
@@ -187,8 +207,10 @@ class HFBackend:
         self.identity = model_identity(model_ref)
         self.id = f"hf:{stable_hash(self.identity)}"  # historical prefix kept: ids are recorded in provenance
 
-    @torch.inference_mode()
+    @inference_mode
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        import torch
+
         torch.manual_seed(self.seed)  # greedy by default; a seeded sampler when temperature > 0
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         outputs: dict[int, str] = {}
@@ -281,34 +303,31 @@ class OpenAIBackend:
         ]
 
 
-def make_backend(spec: dict[str, Any], model_ref: str | Path | None) -> GenerationBackend:
+def make_backend(spec: GenerationSpec | dict[str, Any], model_ref: str | Path | None) -> GenerationBackend:
+    """The backend a spec names (a dict is typed first: see `_typed`)."""
     from alignrepro.models import choose_dtype
 
-    backend = backend_name(spec)
-    if backend == "local":
+    spec = _typed(spec, model_ref)
+    if spec.backend == "local":
         common = {
-            "dtype": choose_dtype(spec.get("dtype", "float32")),
-            "batch_size": spec.get("batch_size", 16),
-            "temperature": spec.get("temperature", 0.0),
-            "seed": spec.get("seed", 0),
-            "max_batch_tokens": spec.get("max_batch_tokens"),
+            "dtype": choose_dtype(spec.dtype),
+            "batch_size": spec.batch_size,
+            "temperature": spec.temperature,
+            "seed": spec.seed,
+            "max_batch_tokens": spec.max_batch_tokens,
         }
         # A kind a paper registers (MoTE's step-routed experts write their own chain) brings its own backend; it
-        # gets the shared settings and the whole spec (for settings of its own, e.g. MoTE's step_max_tokens).
+        # gets the shared settings and, as `spec`, its own settings (`options`, e.g. MoTE's step_max_tokens).
         paper_backend = kind_object(model_ref, "backend")
         if paper_backend is not None:
-            return paper_backend(model_ref, spec=spec, **common)
+            return paper_backend(model_ref, spec=dict(spec.options), **common)
         return HFBackend(
             model_ref,
-            min_new_tokens=spec.get("min_new_tokens", 0),
-            stop=spec.get("stop", TEMPLATE_STOPS.get(spec.get("template", "alpaca"), [])),
+            min_new_tokens=spec.min_new_tokens,
+            stop=spec.stop if spec.stop is not None else TEMPLATE_STOPS.get(spec.template, []),
             **common,
         )
-    if backend == "openai":
-        return OpenAIBackend(
-            spec["model"], spec.get("base_url"), spec.get("api_key_env", "OPENAI_API_KEY"), spec.get("max_requests")
-        )
-    raise ValueError(f"generation.backend: unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+    return OpenAIBackend(spec.model, spec.base_url, spec.api_key_env, spec.max_requests)  # the only other backend
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,12 +346,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tier", default="unknown")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    spec = json.loads(args.spec_json)
+    spec = parse_spec(json.loads(args.spec_json), args.model, "--spec-json")
     records = load_prompts(args.prompts)
     backend = make_backend(spec, args.model)
     tokenizer = getattr(backend, "tokenizer", None)
-    prompts = [format_prompt(spec.get("template", "alpaca"), r, tokenizer) for r in records]
-    texts = backend.generate(prompts, spec.get("max_new_tokens", 64))
+    prompts = [format_prompt(spec.template, r, tokenizer) for r in records]
+    texts = backend.generate(prompts, spec.max_new_tokens or 64)
     for r, t in zip(records, texts, strict=True):
         r.output = t
         r.meta = {**r.meta, "generator": backend.id}
@@ -341,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.with_suffix(".provenance.json"),
         provenance(
             tier=args.tier,
-            config=spec,
+            config=spec.to_dict(),
             model=getattr(backend, "identity", backend.id),
             prompts_sha256=stable_hash([r.prompt_text for r in records], 64),
             stats=getattr(backend, "last_stats", {}),

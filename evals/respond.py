@@ -15,7 +15,7 @@ from alignrepro.data.records import load_records, save_records
 from alignrepro.evals.mtbench.answer import answer_questions
 from alignrepro.evals.mtbench.data import data_provenance, load_questions, select_questions
 from alignrepro.evals.safety.answer import answer_prompts, load_prompt_sets
-from alignrepro.generation import answer_conversations, backend_for
+from alignrepro.generation import answer_conversations, backend_for, parse_spec
 from alignrepro.io import atomic_write_json, sha256_file, write_jsonl
 from alignrepro.provenance import provenance
 
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    spec = json.loads(args.spec_json)
-    max_new = int(spec.pop("max_new_tokens", 256))
+    spec = parse_spec(json.loads(args.spec_json), args.model, "--spec-json")
+    max_new = spec.max_new_tokens or 256
     backend, template, spec = backend_for(spec, args.model, args.template)
     log.info("model %s answers in the %r format", backend.id, template)
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         out / "respond.provenance.json",
         provenance(
             tier=args.tier,
-            config={**spec, "max_new_tokens": max_new, "template": template},
+            config={**spec.to_dict(), "max_new_tokens": max_new, "template": template},
             seed=args.seed,
             model=getattr(backend, "identity", backend.id),
             generator=backend.id,

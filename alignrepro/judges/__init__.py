@@ -1,19 +1,21 @@
-"""Pairwise judges (alpaca_eval preference convention) built from config dicts.
+"""Pairwise judges (alpaca_eval preference convention) built from judge specs (alignrepro.judges.spec.JudgeSpec,
+parsed once at each judging step's entry; a config dict is typed on the way in).
 
 Backends import their heavy dependencies (torch, transformers, openai) only when built.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from alignrepro.judges.base import PairItem, PairwiseJudge, both_orders
+from alignrepro.judges.spec import BACKENDS, JudgeSpec
 
 __all__ = [
     "BACKENDS",
     "BUILTIN_JUDGES",
+    "JudgeSpec",
     "PairItem",
     "PairwiseJudge",
     "both_orders",
@@ -23,7 +25,6 @@ __all__ = [
     "resolve_spec",
 ]
 
-BACKENDS = ("oracle", "local", "heuristic", "openai")
 BUILTIN_JUDGES = {"oracle": {"backend": "oracle"}, "heuristic": {"backend": "heuristic"}}  # named without config
 
 
@@ -45,10 +46,13 @@ def named_spec(
 
 
 def resolve_spec(
-    spec: dict[str, Any], models_dir: str | Path = "results/models", dtype: str | None = None
-) -> dict[str, Any]:
+    spec: JudgeSpec | dict[str, Any], models_dir: str | Path = "results/models", dtype: str | None = None
+) -> Any:
     """A judge spec from the config as a make_judge spec: a local judge's registry `model` name becomes its folder,
-    so specs in the config stay tier-independent; a local judge runs in the tier's `dtype` unless it names one."""
+    so specs in the config stay tier-independent; a local judge runs in the tier's `dtype` unless it names one.
+    A JudgeSpec comes back typed (JudgeSpec.resolved); a dict (the rules' params) as a dict."""
+    if isinstance(spec, JudgeSpec):
+        return spec.resolved(models_dir, dtype)
     out = dict(spec)
     if out["backend"] == "local":
         out["model_dir"] = str(Path(models_dir) / out.pop("model"))
@@ -57,50 +61,34 @@ def resolve_spec(
     return out
 
 
-def _check_keys(spec: dict[str, Any], *fns: Any) -> None:
-    allowed = {"backend"} | {
-        p for fn in fns for p in inspect.signature(fn).parameters if p not in ("self", "client", "sleep")
-    }
-    unknown = set(spec) - allowed
-    if unknown:
-        raise ValueError(
-            f"judge spec for backend {spec['backend']!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
-        )
-
-
-def make_judge(spec: dict[str, Any]) -> PairwiseJudge:
+def make_judge(spec: JudgeSpec | dict[str, Any]) -> PairwiseJudge:
     """E.g. {"backend": "oracle"}, {"backend": "local", "model_dir": ...}, {"backend": "heuristic"},
-    {"backend": "openai", "model": "gpt-4-0613", "base_url": None, "max_requests": 2000}."""
-    if not isinstance(spec, dict) or "backend" not in spec:
-        raise ValueError(
-            f"judge spec must be a mapping with key 'backend' (one of {', '.join(BACKENDS)}); got {spec!r}"
-        )
-    backend, kw = spec["backend"], {k: v for k, v in spec.items() if k != "backend"}
-    if backend == "oracle":
+    {"backend": "openai", "model": "gpt-4-0613", "base_url": None, "max_requests": 2000}. A dict is typed first
+    (JudgeSpec.from_dict: a key the backend does not take fails naming it); only the keys given reach the backend."""
+    spec = JudgeSpec.from_dict(spec)
+    kw = spec.kwargs()
+    if spec.backend == "oracle":
         from alignrepro.judges.oracle import OracleJudge
 
-        _check_keys(spec, OracleJudge.__init__)
         return OracleJudge()
-    if backend == "heuristic":
+    if spec.backend == "heuristic":
         from alignrepro.judges.heuristic import LengthHeuristicJudge
 
-        _check_keys(spec)
         return LengthHeuristicJudge()
-    if backend == "local":
+    if spec.backend == "local":
         import torch
 
         from alignrepro.judges.local import LocalLogprobJudge
 
-        _check_keys(spec, LocalLogprobJudge.__init__)
+        if "model_dir" not in kw:
+            raise ValueError(f"local judge {spec.model!r}: no model_dir (resolve_spec turns a registry name into it)")
+        kw.pop("model", None)
         if isinstance(kw.get("dtype"), str):  # "bfloat16" / "torch.bfloat16" in YAML
             kw["dtype"] = getattr(torch, kw["dtype"].removeprefix("torch."))
         return LocalLogprobJudge(**kw)
-    if backend == "openai":
-        from alignrepro.judges.openai_api import OpenAIChatClient, OpenAIPairwiseJudge
+    from alignrepro.judges.openai_api import OpenAIChatClient, OpenAIPairwiseJudge  # the last backend: openai
 
-        _check_keys(spec, OpenAIChatClient.__init__, OpenAIPairwiseJudge.__init__)
-        prompt = kw.pop("prompt", "alpaca_eval_gpt4")
-        grade_max_tokens = kw.pop("grade_max_tokens", 2048)
-        kw.setdefault("base_url", None)
-        return OpenAIPairwiseJudge(OpenAIChatClient(**kw), prompt=prompt, grade_max_tokens=grade_max_tokens)
-    raise ValueError(f"unknown judge backend {backend!r} in key 'backend'; allowed values: {', '.join(BACKENDS)}")
+    prompt = kw.pop("prompt", "alpaca_eval_gpt4")
+    grade_max_tokens = kw.pop("grade_max_tokens", 2048)
+    kw.setdefault("base_url", None)
+    return OpenAIPairwiseJudge(OpenAIChatClient(**kw), prompt=prompt, grade_max_tokens=grade_max_tokens)

@@ -28,7 +28,7 @@ import yaml
 from alignrepro.data.records import Record, load_records
 from alignrepro.errors import UserError
 from alignrepro.io import atomic_write_json, sha256_file
-from alignrepro.judges import make_judge
+from alignrepro.judges import JudgeSpec, make_judge
 from alignrepro.judges.base import PairItem, PairwiseJudge
 from alignrepro.judges.cache import JudgmentCache, cached_preferences
 from alignrepro.provenance import provenance
@@ -266,12 +266,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (model, model_fmt), (reference, ref_fmt) = load_outputs(args.model_outputs), load_outputs(args.reference_outputs)
     if "alpaca_eval" in (model_fmt, ref_fmt):  # a file without ids: pair by instruction text
         model, reference = match_by_instruction(model, reference, model_has_ids=model_fmt == "records")
-    specs = judge_groups(load_judge_config(args.judge_config))
+    specs = {  # typed once: a misspelt key fails here, naming it, before any judge is built
+        g: JudgeSpec.from_dict(spec, "--judge-config" + ("" if g == "all" else f".{g}"))
+        for g, spec in judge_groups(load_judge_config(args.judge_config)).items()
+    }
     groups_of = [group_of(r, specs) for r in model]
     judges = {name: make_judge(spec) for name, spec in specs.items() if name in groups_of}
     cache = JudgmentCache(args.cache) if args.cache else None
     result = evaluate(make_pairs(model, reference), judges, groups_of, cache)
-    result["judge_config"] = {g: specs[g] for g in judges}  # make_judge vetted these keys: no secret in here
+    result["judge_config"] = {g: specs[g].to_dict() for g in judges}  # vetted keys: no secret in here
     result["inputs"] = {
         "model_outputs": {"path": args.model_outputs, "sha256": sha256_file(args.model_outputs), "format": model_fmt},
         "reference_outputs": {

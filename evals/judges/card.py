@@ -19,7 +19,7 @@ from alignrepro.data.records import Record
 from alignrepro.evals.judges.labelled_set import SHIPPED, VERSION
 from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, read_jsonl, sha256_file
-from alignrepro.judges import make_judge
+from alignrepro.judges import JudgeSpec, make_judge
 from alignrepro.judges.base import PairItem, swapped
 from alignrepro.provenance import provenance
 
@@ -151,8 +151,12 @@ def measure_rating(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | N
     return out
 
 
-def build_card(name: str, spec: dict[str, Any], rows: list[dict[str, Any]], judge: Any = None) -> dict[str, Any]:
+def build_card(
+    name: str, spec: JudgeSpec | dict[str, Any], rows: list[dict[str, Any]], judge: Any = None
+) -> dict[str, Any]:
+    """The card of a judge (`spec` typed by the CLI; a test's stand-in judge may come with any dict)."""
     judge = judge or make_judge(spec)
+    spec = spec.to_dict() if isinstance(spec, JudgeSpec) else spec
     if spec.get("backend") == "oracle":  # it can only compare answers to verifiable tasks
         rows = [r for r in rows if "record" in r]
     card: dict[str, Any] = {
@@ -266,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from alignrepro.evals.alpacaeval.winrate import load_judge_config
 
-    spec = load_judge_config(args.judge_config)
+    spec = JudgeSpec.from_dict(load_judge_config(args.judge_config), "--judge-config")
     rows = subset(read_jsonl(args.labelled_set), args.per_kind)
     card = build_card(args.name, spec, rows)
     card["labelled_set"] |= {
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_kind": args.per_kind,
     }
     card["provenance"] = provenance(
-        tier=args.tier, config=spec, judge_id=card["judge_id"], prompt_hash=card["prompt_hash"],
+        tier=args.tier, config=card["spec"], judge_id=card["judge_id"], prompt_hash=card["prompt_hash"],
         labelled_set_sha256=card["labelled_set"]["sha256"], rating_prompt_hash=_single_prompt().sha256,
     )  # fmt: skip
     atomic_write_json(args.out_json, card)

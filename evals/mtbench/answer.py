@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.evals.mtbench.data import Question, data_provenance, load_questions, select_questions
-from alignrepro.generation import answer_conversations, backend_for
+from alignrepro.generation import answer_conversations, backend_for, parse_spec
 from alignrepro.io import atomic_write_json, stable_hash, write_jsonl
 from alignrepro.provenance import provenance
 
@@ -59,14 +59,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    spec = json.loads(args.spec_json)
+    spec = parse_spec(json.loads(args.spec_json), args.model, "--spec-json")
     backend, template, spec = backend_for(spec, args.model, args.template)
     questions = select_questions(load_questions(args.data_dir), args.per_category, args.seed)
     log.info("answering %d MT-Bench questions with %s (template %s)", len(questions), backend.id, template)
     rows = answer_questions(backend, questions, template, args.max_new_tokens)
     write_jsonl(args.out, rows)
     config = {
-        **spec,
+        **spec.to_dict(),
         "template": template,
         "max_new_tokens": args.max_new_tokens,
         "per_category": args.per_category,

@@ -23,7 +23,7 @@ from typing import Any
 from alignrepro.evals.alpacaeval.winrate import load_judge_config
 from alignrepro.evals.mtbench.data import JudgePrompt, MTBenchData, load_mtbench
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file
-from alignrepro.judges import make_judge
+from alignrepro.judges import JudgeSpec, make_judge
 from alignrepro.judges.grading import Messages, average_orders, cached_grades
 from alignrepro.provenance import provenance
 
@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from alignrepro.judges.cache import JudgmentCache
 
-    spec = load_judge_config(args.judge_config)
-    if spec.get("backend") == "oracle":
+    spec = JudgeSpec.from_dict(load_judge_config(args.judge_config), "--judge-config")
+    if spec.backend == "oracle":
         raise SystemExit("the oracle judge checks verifiable answers; it cannot grade MT-Bench")
     data, rows = load_mtbench(args.data_dir), read_jsonl(args.answers)
     judge = make_judge(spec)
@@ -287,10 +287,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cache is not None:
         result["cache"] |= {"path": str(cache.path)}
         cache.close()
-    result |= {"judge_config": spec, "inputs": inputs}  # make_judge vetted the keys: no secret in here
+    result |= {"judge_config": spec.to_dict(), "inputs": inputs}  # vetted keys: no secret in here
     result["provenance"] = provenance(
         tier=args.tier,
-        config=spec,
+        config=spec.to_dict(),
         judge={"id": judge.id, "prompt_hashes": result["prompt_hashes"], "heuristic": result["heuristic"]},
         data=data.provenance,
         answers_sha256=inputs["answers"]["sha256"],

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alignrepro.generation import answer_conversations, backend_for
+from alignrepro.generation import answer_conversations, backend_for, parse_spec
 from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_file, write_jsonl
 from alignrepro.provenance import provenance
 
@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    spec = json.loads(args.spec_json)
+    spec = parse_spec(json.loads(args.spec_json), args.model, "--spec-json")
     rows, manifest = load_prompt_sets(args.prompts_dir)  # a stale prompt file fails before the model loads
     backend, template, spec = backend_for(spec, args.model, args.template)
     log.info("answering %d safety prompts with %s (template %s)", len(rows), backend.id, template)
     out = answer_prompts(backend, rows, template, args.max_new_tokens)
     write_jsonl(args.out, out)
-    config = {**spec, "template": template, "max_new_tokens": args.max_new_tokens}
+    config = {**spec.to_dict(), "template": template, "max_new_tokens": args.max_new_tokens}
     atomic_write_json(
         args.out.with_suffix(".provenance.json"),
         provenance(

@@ -253,22 +253,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    from alignrepro.judges import make_judge
+    from alignrepro.judges import JudgeSpec, make_judge
     from alignrepro.judges.cache import JudgmentCache
 
     rows = read_jsonl(args.answers)
-    spec = load_judge_config(args.judge_config) if args.judge_config else None
+    spec = JudgeSpec.from_dict(load_judge_config(args.judge_config), "--judge-config") if args.judge_config else None
     judge = make_judge(spec) if spec is not None else None
     cache = JudgmentCache(args.cache) if args.cache and judge is not None else None
     result = score(rows, judge, cache, args.harmful_threshold)
-    result["judge_config"] = spec  # make_judge vetted these keys: no secret in here
+    result["judge_config"] = spec.to_dict() if spec is not None else None  # vetted keys: no secret in here
     result["inputs"] = {"answers": {"path": args.answers, "sha256": sha256_file(args.answers)}}
     if cache is not None:
         result["cache"] = {"path": str(cache.path), "hits": cache.hits, "misses": cache.misses}
         cache.close()
     result["provenance"] = provenance(
         tier=args.tier,
-        config={"judge": spec, "harmful_threshold": args.harmful_threshold},
+        config={"judge": result["judge_config"], "harmful_threshold": args.harmful_threshold},
         judge_id=judge.id if judge is not None else None,
         judge_prompt_hashes=prompt_hashes(),
         generators=_generators(rows),

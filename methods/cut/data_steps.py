@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.data.records import Record, load_records, save_records
+from alignrepro.generation_spec import GenerationSpec
 from alignrepro.io import atomic_write_json, sha256_text, stable_hash
 from alignrepro.methods.cut.baseline_data import refine_prompt
 from alignrepro.provenance import provenance
@@ -83,12 +84,12 @@ class LMCritic:
     """The paper's judge prompt answered by a chat model: a local one (the paper's own 'AI judge' setting, §5.2.1)
     or an OpenAI-compatible endpoint (GPT-4 at the full tier)."""
 
-    def __init__(self, spec: dict[str, Any], model_root: Path):
-        from alignrepro.generation import backend_name, make_backend
+    def __init__(self, spec: GenerationSpec | dict[str, Any], model_root: Path):
+        from alignrepro.generation import make_backend
 
-        self.spec = spec
-        model_ref = model_root / spec["model"] if backend_name(spec) == "local" else None
-        self.backend = make_backend(spec, model_ref)
+        self.spec = GenerationSpec.from_dict(spec, "critic")  # typed once: a critic is a generation spec
+        model_ref = model_root / self.spec.model if self.spec.backend == "local" else None
+        self.backend = make_backend(self.spec, model_ref)
         self.id = f"critic:{self.backend.id}"
         self.prompt_hash = sha256_text(CRITIC_SYSTEM + CRITIC_USER)
 
@@ -100,7 +101,7 @@ class LMCritic:
             ]
             for r in records
         ]
-        n_tokens = self.spec.get("max_new_tokens", 64)
+        n_tokens = self.spec.max_new_tokens or 64
         if hasattr(self.backend, "generate_chat"):  # an API: send the messages as they are
             return self.backend.generate_chat(conversations, n_tokens)
         tok = self.backend.tokenizer  # in-process: render with the critic model's own chat template

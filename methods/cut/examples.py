@@ -11,12 +11,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from alignrepro.data.records import Record
 from alignrepro.methods.cut.templates import judge_prompt, plain_prompt
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE_INDEX = -100
 ERROR_JUDGMENT = "$ERROR$"
@@ -136,6 +137,8 @@ class CUTDataCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch  # here, not at the top: the workflow imports this module (row check) and needs no torch
+
         length = max(max(len(f["input_ids"]), len(f["input_ids_neg"])) for f in features)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of

@@ -112,10 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         r.id: implicit_reward_correct([a[0], b[0]], [c[0], d[0]])
         for r, a, b, c, d in zip(heldout, pol_real, pol_gen, ref_real, ref_gen, strict=True)
     }
-    from alignrepro.generation import format_prompt, make_backend
+    from alignrepro.generation import format_prompt, make_backend, parse_spec
 
     tasks = load_records(args.verifiable)
-    backend = make_backend({**spec["generation"], "dtype": spec.get("dtype", "float32")}, args.model)
+    gen = {**spec["generation"], "dtype": spec.get("dtype", "float32")}
+    backend = make_backend(parse_spec(gen, args.model, "ld_align.generation"), args.model)  # typed once
     texts = backend.generate([format_prompt("chat", t, backend.tokenizer) for t in tasks], spec["max_new_tokens"])
     oracle = {t.id: float(is_correct(t, text)) for t, text in zip(tasks, texts, strict=True)}
     for t, text in zip(tasks, texts, strict=True):

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.evals.alpacaeval.winrate import compute_winrate
-from alignrepro.generation import answer_conversations, backend_for
+from alignrepro.generation import answer_conversations, backend_for, parse_spec
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file, write_jsonl
-from alignrepro.judges import make_judge, resolve_spec
+from alignrepro.judges import JudgeSpec, make_judge
 from alignrepro.judges.base import PairItem
 from alignrepro.judges.cache import JudgmentCache, cached_preferences
 from alignrepro.methods.morlaif.principles import render_conversation
 from alignrepro.provenance import provenance
+from alignrepro.settings import SettingsError
 
 log = logging.getLogger("morlaif.compare")
 
@@ -40,8 +41,11 @@ def render_dialogue(messages: list[dict[str, str]]) -> str:
 
 def respond(model: Path, prompts: Path, gen: dict[str, Any], tier: str, out: Path) -> None:
     rows = read_jsonl(prompts)
-    backend, template, spec = backend_for(gen, model)
-    outputs = answer_conversations(backend, [r["messages"] for r in rows], template, gen["max_new_tokens"])
+    spec = parse_spec(gen, model, "morlaif.generation")
+    if spec.max_new_tokens is None:
+        raise SettingsError("morlaif.generation.max_new_tokens: required (the answer budget of every arm)")
+    backend, template, spec = backend_for(spec, model)
+    outputs = answer_conversations(backend, [r["messages"] for r in rows], template, spec.max_new_tokens)
     write_jsonl(
         out, [{"id": r["id"], "messages": r["messages"], "output": o} for r, o in zip(rows, outputs, strict=True)]
     )
@@ -49,7 +53,7 @@ def respond(model: Path, prompts: Path, gen: dict[str, Any], tier: str, out: Pat
         out.with_suffix(".provenance.json"),
         provenance(
             tier=tier,
-            config=spec,
+            config=spec.to_dict(),
             model=getattr(backend, "identity", backend.id),
             prompts_sha256=sha256_file(prompts),
             template=template,
@@ -119,15 +123,15 @@ def main(argv: list[str] | None = None) -> None:
         if not path:
             raise SystemExit(f"--gens: expected ARM=FILE, got {spec!r}")
         gens[arm], files[arm] = read_jsonl(path), sha256_file(path)
-    judge_spec = json.loads(args.judge_json)
-    judge = make_judge(resolve_spec(judge_spec, args.models_dir))
+    judge_spec = JudgeSpec.from_dict(json.loads(args.judge_json), "--judge-json")
+    judge = make_judge(judge_spec.resolved(args.models_dir))
     cache = JudgmentCache(args.cache) if args.cache else None
     result = win_matrix(gens, judge, cache)
     result |= {
         "judge_id": judge.id,
         "judge_prompt_hash": judge.prompt_hash,
         "heuristic": bool(judge.heuristic),
-        "provenance": provenance(tier=args.tier, config={"judge": judge_spec}, generations_sha256=files),
+        "provenance": provenance(tier=args.tier, config={"judge": judge_spec.to_dict()}, generations_sha256=files),
     }
     atomic_write_json(args.out, result)
 

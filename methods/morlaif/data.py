@@ -401,22 +401,22 @@ def sample_pairs(
     prompts: list[Row], model: Path | None, gen: dict[str, Any], seed: int
 ) -> tuple[list[Row], dict[str, Any]]:
     """Two sampled responses per prompt (two seeded passes), as pairs with human_label null; identical pairs dropped."""
-    from alignrepro.generation import answer_conversations, backend_for
+    from alignrepro.generation import answer_conversations, backend_for, parse_spec
 
-    spec = sample_spec(gen)
-    spec["seed"] = seed
+    # typed once: the YAML defaults (sample_spec) and the run's seed
+    spec = parse_spec({**sample_spec(gen), "seed": seed}, model, "morlaif.sample")
     backend, template, spec = backend_for(spec, model)
     convs = [p["messages"] for p in prompts]
     runs = []
     for k in range(2):
         if hasattr(backend, "client"):  # an OpenAI-compatible endpoint: its generate_chat decodes greedily
             out = [
-                backend.client.chat(c, max_tokens=spec["max_new_tokens"], temperature=spec["temperature"])["text"]
+                backend.client.chat(c, max_tokens=spec.max_new_tokens, temperature=spec.temperature)["text"]
                 for c in convs
             ]
         else:
             backend.seed = 2 * seed + k  # a second pass with the same seed would repeat the first
-            out = answer_conversations(backend, convs, template, spec["max_new_tokens"])
+            out = answer_conversations(backend, convs, template, spec.max_new_tokens)
         runs.append([strip_human_fragments(t) for t in out])
     pairs, n_identical = [], 0
     for p, a, b in zip(prompts, runs[0], runs[1], strict=True):
@@ -438,7 +438,7 @@ def sample_pairs(
     facts = {
         "generator": getattr(backend, "identity", backend.id),
         "template": template,
-        "generation": {k: v for k, v in spec.items() if k != "api_key"},
+        "generation": {k: v for k, v in spec.to_dict().items() if k != "api_key"},
         "n_prompts": len(prompts),
         "n_identical_dropped": n_identical,
         "stats": getattr(backend, "last_stats", {}),

@@ -62,12 +62,12 @@ from alignrepro.methods.morlaif.principles import (
     template_for,
     template_hash,
 )
+from alignrepro.methods.morlaif.settings import FeedbackSettings
 from alignrepro.provenance import provenance
 
 log = logging.getLogger("morlaif.feedback")
 ORDERS = {"both": ("ab", "ba"), "fixed": ("ab",)}
 MISSING_LOGPROB = -10.0  # the official value for a label token absent from the top log-probs
-SPEC_KEYS = ("order", "cai_template", "layout", "chunk_size")  # run settings, not backend arguments
 FLOOR = -1e4  # keeps -inf out of the cache and the JSON files
 PRINCIPLE_LAST = (FEEDBACK_TEMPLATE_LAST, FEEDBACK_TEMPLATE_LAST_CLEAN)
 
@@ -393,20 +393,18 @@ class HeuristicFeedback:
         return {"id": self.id, "settings": self.settings, "heuristic": True}
 
 
-def make_backend(spec: dict[str, Any], models_dir: str | Path = "results/models") -> FeedbackBackend:
-    kw = {k: v for k, v in spec.items() if k not in ("backend", *SPEC_KEYS)}
-    backend = spec.get("backend")
-    if backend == "local":
+def make_backend(spec: FeedbackSettings | dict[str, Any], models_dir: str | Path = "results/models") -> FeedbackBackend:
+    """The feedback model a spec names (a dict is typed first: FeedbackSettings.from_dict); only the backend
+    settings the spec gives reach it (None: the backend's default)."""
+    spec = FeedbackSettings.from_dict(spec, "feedback spec")
+    kw = spec.backend_kwargs()
+    if spec.backend == "local":
         if "model" in kw:
             kw["model_dir"] = str(Path(models_dir) / kw.pop("model"))
         return LocalFeedback(**kw)
-    if backend == "openai":
+    if spec.backend == "openai":
         return OpenAIFeedback(**kw)
-    if backend == "heuristic":
-        if kw:
-            raise ValueError(f"feedback backend 'heuristic' takes no settings, got {sorted(kw)}")
-        return HeuristicFeedback()
-    raise ValueError(f"feedback backend must be 'local', 'openai' or 'heuristic', not {backend!r}")
+    return HeuristicFeedback()  # the settings' check allows no other backend, and heuristic takes no settings
 
 
 # ---------------------------------------------------------------------------------------------------- the step
@@ -579,9 +577,8 @@ def main(argv: list[str] | None = None) -> None:
     folder = args.out.parent if args.out is not None else args.out_dir
     paths = {pr: args.out if args.out is not None else folder / f"{pr}.jsonl" for pr in args.principle}
 
-    spec = json.loads(args.feedback_json)
-    order = spec.get("order", "both")
-    cai_template, layout = spec.get("cai_template", "standard"), spec.get("layout", "standard")
+    spec = FeedbackSettings.from_dict(json.loads(args.feedback_json), "--feedback-json")  # typed once, here
+    order, cai_template, layout = spec.order, spec.cai_template, spec.layout
     pairs = read_jsonl(args.pairs)
     if args.splits:
         pairs = [r for r in pairs if r["split"] in args.splits]
@@ -593,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     backend = make_backend(spec, args.models_dir)
     cache = JudgmentCache(args.cache or folder / "feedback_cache.sqlite")
     rows, stats = score_principles(
-        pairs, args.principle, backend, cache, order, args.seed, cai_template, layout, int(spec.get("chunk_size", 64))
+        pairs, args.principle, backend, cache, order, args.seed, cai_template, layout, spec.chunk_size
     )
     stats["principles_in_run"] = list(args.principle)
     pairs_sha = sha256_file(args.pairs)
@@ -613,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
             "scoring": stats,
             "provenance": provenance(
                 tier=args.tier,
-                config=spec,
+                config=spec.to_dict(),
                 seed=args.seed,
                 feedback_model=backend.id,
                 pairs_sha256=pairs_sha,

@@ -56,7 +56,9 @@ from transformers import TrainerCallback
 
 from alignrepro.io import content_sha256, read_json, read_jsonl, stable_hash
 from alignrepro.methods.morlaif.arms import Arm
+from alignrepro.methods.morlaif.settings import PPOSettings
 from alignrepro.models import choose_dtype, load_model, load_tokenizer, model_identity
+from alignrepro.settings import LoraSettings
 from alignrepro.training import merge_settings, yaml_defaults
 
 log = logging.getLogger("morlaif.ppo")
@@ -91,6 +93,13 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if out["reward"]["scale"] not in ("running", "none"):
         raise ValueError(f"ppo config: reward.scale must be 'running' or 'none', got {out['reward']['scale']!r}")
     return out
+
+
+def ppo_settings(cfg: PPOSettings | dict[str, Any], where: str = "morlaif.ppo") -> PPOSettings:
+    """The step's settings, typed once: `cfg` over the YAML defaults (resolve_config), parsed as PPOSettings."""
+    if isinstance(cfg, PPOSettings):
+        return cfg
+    return PPOSettings.from_dict(resolve_config(cfg), where)
 
 
 # ------------------------------------------------------------------------------------------------------- reward
@@ -399,10 +408,11 @@ def base_weights(ref_dir: str | Path) -> tuple[str, str | None]:
     return (str(ref_dir) if meta["weights"] == "." else meta["weights"]), meta.get("revision")
 
 
-def policy_lora_config(lora: dict[str, Any]):
+def policy_lora_config(lora: LoraSettings | dict[str, Any]):
     """The policy's LoRA (training.lora_config), also for peft's "all-linear" shorthand given as a string."""
     from alignrepro.training import lora_config
 
+    lora = lora.to_dict() if isinstance(lora, LoraSettings) else lora
     config = lora_config(lora)
     if isinstance(lora["target_modules"], str):
         config.target_modules = lora["target_modules"]  # peft expands "all-linear" itself; a list would not match
@@ -429,16 +439,20 @@ def freeze_value_model(value: nn.Module, trainable_layers: int | str) -> None:
             module.requires_grad_(True)
 
 
-def ppo_config(cfg: dict[str, Any], out_dir: Path, seed: int, dtype: torch.dtype, use_wandb: bool, run_name: str):
+def ppo_config(
+    cfg: PPOSettings | dict[str, Any], out_dir: Path, seed: int, dtype: torch.dtype, use_wandb: bool, run_name: str
+):
     """Every PPOConfig field that matters, explicitly (TRL defaults: bf16, gradient checkpointing, lr 3e-6, vf 0.1).
+    A dict is typed first (ppo_settings).
 
     TRL syncs gradients every `gradient_accumulation_steps` micro-batches *across* minibatches, so GA stays 1: the
     micro-batch is the whole rollout batch and each of its `num_mini_batches` minibatches is one optimizer step.
     """
     from trl.experimental.ppo import PPOConfig
 
+    cfg = ppo_settings(cfg)
     cuda = torch.cuda.is_available()
-    batch = cfg["batch_size"]
+    batch = cfg.batch_size
     return PPOConfig(
         output_dir=str(out_dir / "checkpoints"),
         run_name=run_name,
@@ -446,30 +460,30 @@ def ppo_config(cfg: dict[str, Any], out_dir: Path, seed: int, dtype: torch.dtype
         data_seed=seed,
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=1,
-        num_mini_batches=batch // cfg["mini_batch_size"],
-        total_episodes=cfg["steps"] * batch,
-        local_rollout_forward_batch_size=cfg["rollout_forward_batch_size"] or batch,
-        num_ppo_epochs=cfg["ppo_epochs"],
-        learning_rate=cfg["learning_rate"],
-        lr_scheduler_type=cfg["lr_scheduler"],
-        warmup_steps=cfg["warmup_steps"],
+        num_mini_batches=batch // cfg.mini_batch_size,
+        total_episodes=cfg.steps * batch,
+        local_rollout_forward_batch_size=cfg.rollout_forward_batch_size or batch,
+        num_ppo_epochs=cfg.ppo_epochs,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
         optim="adamw_torch",
-        adam_beta1=cfg["adam_betas"][0],
-        adam_beta2=cfg["adam_betas"][1],
-        adam_epsilon=cfg["adam_eps"],
-        weight_decay=cfg["weight_decay"],
-        cliprange=cfg["cliprange"],
-        cliprange_value=cfg["cliprange_value"],
-        vf_coef=cfg["vf_coef"],
-        gamma=cfg["gamma"],
-        lam=cfg["lam"],
-        whiten_rewards=cfg["whiten_rewards"],
-        kl_coef=cfg["kl"]["init_coef"],
-        kl_estimator=cfg["kl"]["estimator"],
-        response_length=cfg["response_length"],
-        temperature=cfg["temperature"],
+        adam_beta1=cfg.adam_betas[0],
+        adam_beta2=cfg.adam_betas[1],
+        adam_epsilon=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+        cliprange=cfg.cliprange,
+        cliprange_value=cfg.cliprange_value,
+        vf_coef=cfg.vf_coef,
+        gamma=cfg.gamma,
+        lam=cfg.lam,
+        whiten_rewards=cfg.whiten_rewards,
+        kl_coef=cfg.kl.init_coef,
+        kl_estimator=cfg.kl.estimator,
+        response_length=cfg.response_length,
+        temperature=cfg.temperature,
         stop_token="eos",
-        missing_eos_penalty=cfg["reward"]["missing_eos_penalty"],
+        missing_eos_penalty=cfg.reward.missing_eos_penalty,
         num_sample_generations=0,  # its debug generations would also feed the running reward statistics
         bf16=cuda and dtype == torch.bfloat16,
         fp16=cuda and dtype == torch.float16,
@@ -489,7 +503,7 @@ def run_ppo(
     policy_dir: str | Path,
     bank: Any,
     prompt_rows: list[dict[str, Any]],
-    cfg: dict[str, Any],
+    cfg: PPOSettings | dict[str, Any],
     out: str | Path,
     scalarizer: str | Arm,
     weights_path: str | Path | None,
@@ -522,15 +536,15 @@ def run_ppo(
         else:
             path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = resolve_config(cfg)
-    if len(prompt_rows) < cfg["batch_size"]:
-        raise ValueError(f"{len(prompt_rows)} prompts < batch_size {cfg['batch_size']} (TRL drops incomplete batches)")
+    cfg = ppo_settings(cfg)
+    if len(prompt_rows) < cfg.batch_size:
+        raise ValueError(f"{len(prompt_rows)} prompts < batch_size {cfg.batch_size} (TRL drops incomplete batches)")
     set_seed(seed)  # LoRA and value-head init, sampling; PPOTrainer never calls Trainer.__init__'s seeding
-    dtype = choose_dtype(cfg["dtype"])
+    dtype = choose_dtype(cfg.dtype)
     log.info("torch threads: %d, dtype %s", torch.get_num_threads(), dtype)
 
     tok = ppo_tokenizer(policy_dir)
-    ids_list, lookup = build_prompts(prompt_rows, tok, cfg["max_prompt_length"])
+    ids_list, lookup = build_prompts(prompt_rows, tok, cfg.max_prompt_length)
     principles = list(bank.principles)
     weights = zscore = None
     row = scalarizer if isinstance(scalarizer, Arm) else None
@@ -539,7 +553,7 @@ def run_ppo(
         if not weighted and principles != [row.pms]:
             raise ValueError(f"arm {row.name!r} scores PM {row.pms!r} alone, but the bank has {principles}")
     else:
-        fn, params, weighted = scalarizer, cfg["scalarizer_params"], scalarizer != IDENTITY
+        fn, params, weighted = scalarizer, cfg.scalarizer_params, scalarizer != IDENTITY
     if weighted:
         if weights_path is None:
             raise ValueError(f"arm {arm!r} needs --weights (z-score stats and principle weights)")
@@ -553,23 +567,23 @@ def run_ppo(
         weights=weights,
         zscore=zscore,
         scalarizer_params=params,
-        reward_scale=cfg["reward"]["scale"],
-        reward_clip=cfg["reward"]["clip"],
+        reward_scale=cfg.reward.scale,
+        reward_clip=cfg.reward.clip,
         render=render,
-        pm_batch_size=cfg["reward"]["pm_batch_size"],
+        pm_batch_size=cfg.reward.pm_batch_size,
     )
 
     policy = load_model(policy_dir, dtype=dtype)
     path, revision = base_weights(policy_dir)
     value = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, revision=revision)
     value.config.pad_token_id = tok.pad_token_id
-    freeze_value_model(value, cfg["value_trainable_layers"])
+    freeze_value_model(value, cfg.value_trainable_layers)
 
     use_wandb = bool(wandb_cfg) and setup_wandb(wandb_cfg, out.parent.parent / "wandb", group=f"morlaif-{tier}")
     args = ppo_config(cfg, out, seed, dtype, use_wandb, run_name=f"morlaif-{tier}-ppo-{arm}")
     callbacks: list[TrainerCallback] = [JsonlLogCallback(out / "train_log.jsonl"), DivergenceGuard(f"ppo-{arm}")]
-    if cfg["kl"]["adaptive"]:
-        callbacks.append(AdaptiveKLCallback(cfg["kl"]["target"], cfg["kl"]["horizon"]))
+    if cfg.kl.adaptive:
+        callbacks.append(AdaptiveKLCallback(cfg.kl.target, cfg.kl.horizon))
     trainer = _trainer_class()(
         args=args,
         processing_class=tok,
@@ -579,7 +593,7 @@ def run_ppo(
         train_dataset=Dataset.from_dict({"input_ids": ids_list}),
         value_model=value,
         callbacks=callbacks,
-        peft_config=policy_lora_config(cfg["lora"]),
+        peft_config=policy_lora_config(cfg.lora),
     )
     start = time.perf_counter()
     trainer.train()
@@ -606,7 +620,7 @@ def run_ppo(
             "row": row.to_json() if row else None,
             "principles": principles,
             "weights": None if weights is None else dict(zip(principles, weights.tolist(), strict=True)),
-            "config": cfg,
+            "config": cfg.to_dict(),
             "final_kl_coef": float(trainer.args.kl_coef),
             "steps": len(history),
             "episodes": int(trainer.state.episode),
@@ -617,7 +631,7 @@ def run_ppo(
             "pad_token": tok.pad_token,
             "provenance": provenance(
                 tier=tier,
-                config=cfg,
+                config=cfg.to_dict(),
                 seed=seed,
                 policy=model_identity(policy_dir),
                 weights_sha256=None if weights_path is None else content_sha256(weights_path),
@@ -663,9 +677,9 @@ def main(argv: list[str] | None = None) -> None:
     from alignrepro.methods.morlaif.pm import PMBank
 
     pm_dirs = {k: Path(v) for k, v in json.loads(args.pms_json).items()}
-    cfg = resolve_config(json.loads(args.config_json))
+    cfg = ppo_settings(json.loads(args.config_json), "--config-json")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    bank = PMBank.from_dirs(pm_dirs, dtype=choose_dtype(cfg["dtype"]), device=device)
+    bank = PMBank.from_dirs(pm_dirs, dtype=choose_dtype(cfg.dtype), device=device)
     pms = {
         p: {"dir": str(d), "adapter_sha256": read_json(d / "model.json").get("adapter_sha256")}
         for p, d in pm_dirs.items()

@@ -37,8 +37,10 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is called: the workflow imports this module at start (row check)
+    import torch
 
 
 def linear(r: torch.Tensor) -> torch.Tensor:
@@ -57,6 +59,8 @@ def max_min(r: torch.Tensor) -> torch.Tensor:
 def soft_max_min(r: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     if temperature <= 0:
         raise ValueError(f"soft_max_min needs temperature > 0, got {temperature}")
+    import torch
+
     weights = torch.softmax(-r / temperature, dim=-1)
     return (weights * r).sum(dim=-1)
 
@@ -69,6 +73,8 @@ def uncertainty_weighted(
     if uncertainty == "inverse_variance":
         if variances is None:
             raise ValueError("uncertainty='inverse_variance' needs variances (one per principle)")
+        import torch
+
         inv = 1.0 / torch.as_tensor(variances, dtype=r.dtype, device=r.device)
         if inv.shape != r.shape[-1:]:
             raise ValueError(f"variances has shape {tuple(inv.shape)}, expected ({r.shape[-1]},)")
@@ -95,6 +101,8 @@ def identity(r: torch.Tensor) -> torch.Tensor:
 def bernoulli_nash(r: torch.Tensor, nash: str = "sigmoid") -> torch.Tensor:
     if nash == "sigmoid":
         # exp(mean(log sigmoid(r))) = geometric mean of sigmoid(r_i), computed in log space for stability.
+        import torch
+
         return torch.nn.functional.logsigmoid(r).mean(dim=-1).exp()
     if nash == "product":
         return r.prod(dim=-1)
@@ -135,6 +143,8 @@ def scalarize(
     **params: object,
 ) -> torch.Tensor:
     """scores [..., P] (P principles on the last axis), weights [P] or None -> rewards [...]."""
+    import torch
+
     if callable(scalarizer):
         fn = scalarizer
     elif scalarizer in SCALARIZERS or scalarizer == "identity":

@@ -40,6 +40,8 @@ REASONING_STEPS = [s for s in STEPS if s != "answer"]
 class MoteBackend:
     """`generate_chat` over `infer.StepDecoder` (adaptive mode), batched by prompt length like HFBackend."""
 
+    SPEC_KEYS = ("step_max_tokens",)  # its own generation settings (alignrepro.generation.parse_spec accepts them)
+
     def __init__(
         self,
         model_dir: str | Path,

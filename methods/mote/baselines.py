@@ -56,7 +56,8 @@ from alignrepro.errors import UserError
 from alignrepro.generation import backend_for
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file, write_jsonl
 from alignrepro.methods.mote import templates as T
-from alignrepro.methods.mote.chains import StepRunner, clean_output, merged_spec
+from alignrepro.methods.mote.chains import StepRunner, chain_settings, clean_output
+from alignrepro.methods.mote.settings import ChainSettings
 from alignrepro.provenance import provenance
 from alignrepro.rows import load_ref, paper_rows
 
@@ -90,7 +91,7 @@ def bind_options(builder: Builder, options: dict[str, Any]) -> None:
 class LazyRunner:
     """A StepRunner built on first use: a builder that generates nothing (SFT on HH's references) loads no model."""
 
-    def __init__(self, make: Callable[[], StepRunner], spec: dict[str, Any]) -> None:
+    def __init__(self, make: Callable[[], StepRunner], spec: ChainSettings) -> None:
         self._make, self._runner, self._spec = make, None, spec
 
     @property
@@ -98,7 +99,7 @@ class LazyRunner:
         return self._runner
 
     @property
-    def spec(self) -> dict[str, Any]:  # the backend's (with its stop strings) once built
+    def spec(self) -> ChainSettings:  # the backend's (with its stop strings) once built
         return self._runner.spec if self._runner else self._spec
 
     @property
@@ -244,7 +245,7 @@ def build_baseline(
         "n_queries": len(queries),
         "n_rows": len(out),
         "counts": dict(sorted(Counter(fb).items())),
-        "generation": runner.spec,
+        "generation": runner.spec.to_dict(),
         "timing": {"seconds_total": round(time.perf_counter() - start, 2), "per_step": runner.timings},
     }
     return out, trace, summary
@@ -265,11 +266,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     row = json.loads(args.row_json) if args.row_json else find_row(args.baseline)
     queries = read_jsonl(args.queries)
-    spec = merged_spec(json.loads(args.gen_json))
+    spec = chain_settings(json.loads(args.gen_json), "--gen-json")
 
     def make_runner() -> StepRunner:
-        backend, fmt, used = backend_for(spec, args.model, "auto")
-        return StepRunner(backend, fmt, used, key="mote.baseline_generation")
+        backend, fmt, used = backend_for(spec.generation, args.model, "auto")
+        return StepRunner(backend, fmt, spec.with_(generation=used), key="mote.baseline_generation")
 
     runner = LazyRunner(make_runner, spec)
     out, trace, summary = build_baseline(row, runner, queries)
@@ -280,13 +281,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["provenance"] = provenance(
         tier=args.tier,
         config={
-            **runner.spec,
+            **runner.spec.to_dict(),
             "baseline": row["name"],
             "builder": row["data"],
             "options": summary["options"],
             "template": template_sha,
         },
-        seed=runner.spec["seed"],
+        seed=runner.spec.generation.seed,
         model=getattr(backend, "identity", getattr(backend, "id", None)),
         queries={"file": str(args.queries), "sha256": sha256_file(args.queries)},
     )

@@ -40,14 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from alignrepro.errors import UserError
 from alignrepro.evals.safety.refusal import classify_xstest
 from alignrepro.generation import answer_conversations, backend_for, format_conversation
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file, write_jsonl
+from alignrepro.lazy_torch import inference_mode
 from alignrepro.methods.mote import templates as T
+from alignrepro.methods.mote.settings import ChainSettings
 from alignrepro.provenance import provenance
+from alignrepro.settings import Settings
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -109,10 +110,18 @@ def merged_spec(gen: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def step_budget(spec: dict[str, Any], step: str, key: str = "generation") -> int:
+def chain_settings(gen: ChainSettings | Settings | dict[str, Any], where: str = "mote.chains.generation"):
+    """A chain step's settings, typed once: `gen` over the YAML defaults (merged_spec), parsed as ChainSettings (a
+    GenerationSpec that carries a chain's keys, e.g. backend_for's answer to a dict, is read as its dict)."""
+    if isinstance(gen, ChainSettings):
+        return gen
+    return ChainSettings.from_dict(merged_spec(gen.to_dict() if isinstance(gen, Settings) else gen), where)
+
+
+def step_budget(spec: ChainSettings | dict[str, Any], step: str, key: str = "generation") -> int:
     """A step's token budget: `max_new_tokens` is one number, or per step name with an optional `default` (`key`:
     the config key the spec comes from, for the error)."""
-    m = spec["max_new_tokens"]
+    m = spec.max_new_tokens if isinstance(spec, ChainSettings) else spec["max_new_tokens"]
     if not isinstance(m, dict):
         return int(m)
     if step not in m and "default" not in m:
@@ -130,9 +139,12 @@ class StepRunner:
 
     backend: Any
     fmt: str
-    spec: dict[str, Any]
+    spec: ChainSettings  # a dict (or a GenerationSpec carrying chain keys) is parsed over the YAML defaults
     key: str = "mote.chains.generation"  # the config key of `spec` (errors name it)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.spec = chain_settings(self.spec, self.key)
 
     def generate(self, name: str, conversations: list[list[dict[str, str]]], budget: int | None = None) -> list[str]:
         if not conversations:
@@ -189,10 +201,10 @@ def run_step_adaptive(
     out = []
     for (text, flags), note, ctx in zip(res, notes, contexts, strict=True):
         flags = [f"{f}_{step.name}" for f in flags] + ([note] if note else [])
-        src = copied_from(text, step, ctx, runner.spec.get("copy_threshold")) if text else None
+        src = copied_from(text, step, ctx, runner.spec.copy_threshold) if text else None
         if src:
             flags.append(f"copied_{src}_into_{step.name}")
-            if runner.spec.get("copy_fallback", True):
+            if runner.spec.copy_fallback:
                 text = None  # treated as empty: left out (analysis/guidance) or retried (answer)
         out.append((text, flags))
     return out
@@ -244,14 +256,16 @@ class SafetyChecker:
         tok = self.runner.backend.tokenizer
         return sorted({ids[0] for w in words if (ids := tok.encode(w, add_special_tokens=False))})
 
-    @torch.inference_mode()
+    @inference_mode  # torch imported here, not at the top: the workflow imports this module (row check)
     def _p_yes_logprob(self, conversations: list[list[dict[str, str]]]) -> list[float | None]:
+        import torch
+
         backend = self.runner.backend
         tok, model = backend.tokenizer, backend.model
         yes, no = self._first_ids(self.YES), self._first_ids(self.NO)
         prompts = [format_conversation(self.runner.fmt, c, tok) for c in conversations]
         out: list[float | None] = []
-        bs = int(self.runner.spec.get("batch_size", 8))
+        bs = self.runner.spec.generation.batch_size
         for b in range(0, len(prompts), bs):
             enc = tok(prompts[b : b + bs], return_tensors="pt", padding=True)  # left padding: last = next token
             logits = model(**enc.to(model.device), logits_to_keep=1).logits[:, -1, :].float()
@@ -261,7 +275,7 @@ class SafetyChecker:
         return out
 
     def _p_yes_text(self, conversations: list[list[dict[str, str]]]) -> list[float | None]:
-        texts = self.runner.generate("self_check", conversations, int(self.runner.spec.get("self_check_tokens", 4)))
+        texts = self.runner.generate("self_check", conversations, self.runner.spec.self_check_tokens)
         out: list[float | None] = []
         for t in texts:
             w = (t or "").strip().lower()
@@ -443,16 +457,16 @@ def apply_filters(
 
 
 def generate_chains(
-    backend: Any, fmt: str, rows: list[Row], template_id: str, gen: dict[str, Any]
+    backend: Any, fmt: str, rows: list[Row], template_id: str, gen: ChainSettings | dict[str, Any]
 ) -> tuple[list[Row], dict[str, Any]]:
     """Chains for `rows` (query rows) with a chain template; (kept chain rows, summary without provenance)."""
-    spec = merged_spec(gen)
+    spec = chain_settings(gen)
     template = T.get_template(template_id)
     if template.id not in T.CHAIN_TEMPLATES:
         raise ValueError(f"{template_id!r} is not a chain template; expected one of {T.CHAIN_TEMPLATES}")
     runner = StepRunner(backend, fmt, spec)
-    need_checker = template.id == "alignCoT-v5" or spec["filter_unsafe"]
-    checker = SafetyChecker(runner, spec["safety_check"], spec["self_check_threshold"]) if need_checker else None
+    need_checker = template.id == "alignCoT-v5" or spec.filter_unsafe
+    checker = SafetyChecker(runner, spec.safety_check, spec.self_check_threshold) if need_checker else None
     start = time.perf_counter()
     if template.id == "alignCoT-v5":
         chains = chains_v5(runner, checker, rows, template)
@@ -461,13 +475,15 @@ def generate_chains(
     for r in chains:
         for f in r["fallbacks"]:
             log.debug("%s: fallback %s", r["id"], f)
-    kept, dropped = apply_filters(chains, checker, spec["filter_unsafe"])
+    kept, dropped = apply_filters(chains, checker, spec.filter_unsafe)
     summary = summarize(kept, chains, dropped, template, spec)
     summary["timing"] = {"seconds_total": round(time.perf_counter() - start, 2), "per_step": runner.timings}
     return kept, summary
 
 
-def summarize(kept: list[Row], all_rows: list[Row], dropped: dict[str, list[str]], template, spec) -> dict[str, Any]:
+def summarize(
+    kept: list[Row], all_rows: list[Row], dropped: dict[str, list[str]], template, spec: ChainSettings
+) -> dict[str, Any]:
     fallbacks = Counter(f for r in all_rows for f in r["fallbacks"])
     summary: dict[str, Any] = {
         "template": template.card(),
@@ -494,7 +510,7 @@ def summarize(kept: list[Row], all_rows: list[Row], dropped: dict[str, list[str]
         "fallbacks": dict(sorted(fallbacks.items())),
         "n_rows_with_fallback": sum(bool(r["fallbacks"]) for r in all_rows),
         "dropped": dropped,
-        "generation": spec,
+        "generation": spec.to_dict(),
     }
     checks = [
         v for r in all_rows if r["self_check"] for v in r["self_check"]["stages"] + [r["self_check"].get("final")] if v
@@ -518,8 +534,8 @@ def summarize(kept: list[Row], all_rows: list[Row], dropped: dict[str, list[str]
                 "n_not_rated": len(ks) - len(rated),  # empty answers and unparsed replies
             }
         summary["self_check"] = {
-            "decided_by": spec["safety_check"],
-            "threshold": spec["self_check_threshold"],
+            "decided_by": spec.safety_check,
+            "threshold": spec.self_check_threshold,
             "keyword_judge": "xstest_strmatch (harmful: safe iff refusal; helpful: safe iff non-empty)",
             "per_kind": per,
             "skipped_after": dict(
@@ -546,15 +562,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--limit", type=int, default=None, help="only the first N queries (timing, debugging)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    spec = merged_spec(json.loads(args.gen_json))
+    spec = chain_settings(json.loads(args.gen_json), "--gen-json")
     rows = read_jsonl(args.queries)[: args.limit]
-    backend, fmt, spec = backend_for(spec, args.model, "auto")
+    backend, fmt, gen = backend_for(spec.generation, args.model, "auto")
+    spec = spec.with_(generation=gen)  # with the format's stop strings
     chains, summary = generate_chains(backend, fmt, rows, args.template, spec)
     write_jsonl(args.out, chains)
     summary["provenance"] = provenance(
         tier=args.tier,
-        config={**spec, "template": T.get_template(args.template).sha256},
-        seed=spec["seed"],
+        config={**spec.to_dict(), "template": T.get_template(args.template).sha256},
+        seed=spec.generation.seed,
         model=getattr(backend, "identity", backend.id),
         generator=backend.id,
         prompt_format=fmt,

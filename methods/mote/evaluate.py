@@ -125,10 +125,13 @@ def cmd_prompts(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from alignrepro.generation import answer_conversations, backend_for
+    from alignrepro.generation import answer_conversations, backend_for, parse_spec
+    from alignrepro.methods.mote.settings import ChainSettings
 
-    spec = json.loads(args.gen_json)
-    max_new = int(spec.pop("max_new_tokens", 128))
+    raw = json.loads(args.gen_json)  # a mote_generation section: the chain runner's own keys are not read here
+    chain_only = {k: raw.pop(k) for k in ChainSettings.chain_keys() if k != "max_new_tokens" and k in raw}
+    spec = parse_spec(raw, args.model, "--gen-json")
+    max_new = spec.max_new_tokens or 128
     backend, template, spec = backend_for(spec, args.model, "auto")
     rows = read_jsonl(args.prompts)
     outs = answer_conversations(backend, [r["messages"] for r in rows], template, max_new)
@@ -141,8 +144,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
             "stats": getattr(backend, "last_stats", {}),
             "provenance": provenance(
                 tier=args.tier,
-                config={**spec, "max_new_tokens": max_new, "template": template},
-                seed=spec.get("seed"),
+                config={**chain_only, **spec.to_dict(), "max_new_tokens": max_new, "template": template},
+                seed=spec.to_dict().get("seed"),
                 model=getattr(backend, "identity", backend.id),
                 prompts_sha256=sha256_file(args.prompts),
             ),
@@ -153,12 +156,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from alignrepro.evals.alpacaeval.winrate import load_judge_config
     from alignrepro.evals.safety.judge_prompts import prompt_hashes
-    from alignrepro.judges import make_judge
+    from alignrepro.judges import JudgeSpec, make_judge
     from alignrepro.judges.cache import JudgmentCache
 
     # test.jsonl rows (Tables 3, 4, Fig. 6) become safety-layer rows; eval_prompts.jsonl rows already are
     prompts = [p if "eval_set" in p else eval_rows([p])[0] for p in read_jsonl(args.prompts)]
-    spec = load_judge_config(args.judge_config)
+    spec = JudgeSpec.from_dict(load_judge_config(args.judge_config), "--judge-config")
     judge = make_judge(spec)
     cache = JudgmentCache(args.cache) if args.cache else None
     systems, inputs = {}, {}
@@ -178,7 +181,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         "prompts": {"path": str(args.prompts), "sha256": data_sha},
         "provenance": provenance(
             tier=args.tier,
-            config={"judge": spec, "harmless_threshold": args.harmless_threshold},
+            config={"judge": spec.to_dict(), "harmless_threshold": args.harmless_threshold},
             seed=args.seed,
             judge_id=judge.id,
             judge_prompt_hashes=prompt_hashes(),

@@ -29,7 +29,8 @@ from typing import Any
 from alignrepro.generation import backend_for
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file, write_jsonl
 from alignrepro.methods.mote import templates as T
-from alignrepro.methods.mote.chains import StepRunner, merged_spec, run_step_adaptive
+from alignrepro.methods.mote.chains import StepRunner, chain_settings, run_step_adaptive
+from alignrepro.methods.mote.settings import ChainSettings
 from alignrepro.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,14 @@ def run_template(
 
 
 def answer_with_template(
-    backend: Any, fmt: str, rows: list[Row], template_id: str, gen: dict[str, Any]
+    backend: Any, fmt: str, rows: list[Row], template_id: str, gen: ChainSettings | dict[str, Any]
 ) -> tuple[list[Row], list[Row], dict[str, Any]]:
     template = T.get_template(template_id)
     if template.id not in T.PROMPTING_TEMPLATES:
         raise ValueError(f"{template_id!r} is not a prompting template; expected one of {T.PROMPTING_TEMPLATES}")
     # Table 3 scores what the prompting method produces: a copied step is flagged, never replaced.
-    spec = merged_spec({"copy_fallback": False, **gen})
+    # As before typing: False only where `gen` leaves copy_fallback out (a merged section gives the YAML's value).
+    spec = chain_settings({"copy_fallback": False, **gen} if isinstance(gen, dict) else gen, "mote.baseline_generation")
     runner = StepRunner(backend, fmt, spec, key="mote.baseline_generation")
     start = time.perf_counter()
     finals, contexts, fallbacks = run_template(runner, template, rows)
@@ -88,7 +90,7 @@ def answer_with_template(
         "n_queries": len(rows),
         "n_empty_outputs": sum(not f for f in finals),
         "fallbacks": dict(sorted(Counter(f for fb in fallbacks for f in fb).items())),
-        "generation": spec,
+        "generation": spec.to_dict(),
         "timing": {"seconds_total": round(time.perf_counter() - start, 2), "per_step": runner.timings},
     }
     return out, trace, summary
@@ -107,15 +109,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rows = read_jsonl(args.queries)
-    spec = merged_spec(json.loads(args.gen_json))
-    backend, fmt, spec = backend_for(spec, args.model, "auto")
+    spec = chain_settings(json.loads(args.gen_json), "--gen-json")
+    backend, fmt, gen = backend_for(spec.generation, args.model, "auto")
+    spec = spec.with_(generation=gen)  # with the format's stop strings
     out, trace, summary = answer_with_template(backend, fmt, rows, args.template, spec)
     write_jsonl(args.out, out)
     write_jsonl(args.out.with_suffix(".trace.jsonl"), trace)
     summary["provenance"] = provenance(
         tier=args.tier,
-        config={**spec, "template": summary["template"]["sha256"]},
-        seed=spec["seed"],
+        config={**spec.to_dict(), "template": summary["template"]["sha256"]},
+        seed=spec.generation.seed,
         model=getattr(backend, "identity", backend.id),
         generator=backend.id,
         prompt_format=fmt,

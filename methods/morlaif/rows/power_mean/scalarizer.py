@@ -8,12 +8,16 @@ row's `params` (and from `morlaif.scalarizer_params`, for the names it shares wi
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where it is called: the workflow imports every row's function at start, to check it
+    import torch
 
 
 def power_mean(r: torch.Tensor, p: float = -1.0) -> torch.Tensor:
     """(mean_i sigmoid(r_i)^p)^(1/p), computed in log space (p = 0: the geometric mean)."""
+    import torch
+
     log_s = torch.nn.functional.logsigmoid(r)
     if p == 0:
         return log_s.mean(dim=-1).exp()
