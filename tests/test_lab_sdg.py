@@ -248,6 +248,17 @@ def test_knowledge_samples_pair_every_chunk_with_every_seed_context():
     )
     smaller = sdg.leaf_samples(leaf, chunk_word_count=300)
     assert len(smaller) > len(samples) and all(len(s["document"].split()) <= 300 for s in smaller)
+    chunks = sdg.document_chunks(leaf, 300)
+    two = sdg.leaf_samples(leaf, chunk_word_count=300, max_chunks=2)  # the tier's budget: first and last chunk
+    assert [s["document"] for s in two] == [chunks[0]] * 5 + [chunks[-1]] * 5
+
+
+def test_spread_keeps_order_and_ends():
+    assert sdg.spread(list("abcdefg"), 3) == ["a", "d", "g"]
+    assert sdg.spread(list("abc"), None) == sdg.spread(list("abc"), 5) == ["a", "b", "c"]
+    assert sdg.spread(list("abc"), 1) == ["a"]
+    with pytest.raises(UserError, match="max_chunks"):
+        sdg.spread(list("abc"), 0)
 
 
 def test_a_knowledge_leaf_without_its_document_cannot_run(pipelines, tmp_path):

@@ -94,12 +94,28 @@ def chunk_words(text: str, chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT) -> 
     return chunks
 
 
-def document_chunks(leaf: Leaf, chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT) -> list[str]:
+def spread(items: list[str], k: int | None) -> list[str]:
+    """At most k items evenly spaced over the list, first and last included, in order (None: all of them)."""
+    if k is None or len(items) <= k:
+        return list(items)
+    if k < 1:
+        raise UserError(f"max_chunks must be >= 1 or null, got {k}")
+    if k == 1:
+        return items[:1]
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
+def document_chunks(
+    leaf: Leaf, chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT, max_chunks: int | None = None
+) -> list[str]:
+    """The leaf's document in chunks; with max_chunks, that many spread over the document (a tier's budget: every
+    chunk costs the teacher a spellcheck and a knowledge generation per seed example)."""
     if leaf.kind != "knowledge":
         return []
     if not leaf.document:
         raise UserError(f"knowledge leaf {leaf.name!r} ({leaf.source}) has no document (its repo is not available)")
-    return [c for part in (leaf.chunks or (leaf.document,)) for c in chunk_words(part, chunk_word_count)]
+    chunks = [c for part in (leaf.chunks or (leaf.document,)) for c in chunk_words(part, chunk_word_count)]
+    return spread(chunks, max_chunks)
 
 
 # ---- leaf -> pipeline input ------------------------------------------------------------------------------------------
@@ -136,12 +152,14 @@ def seed_records(leaf: Leaf) -> list[dict[str, Any]]:
     return out
 
 
-def leaf_samples(leaf: Leaf, chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT) -> list[dict[str, Any]]:
+def leaf_samples(
+    leaf: Leaf, chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT, max_chunks: int | None = None
+) -> list[dict[str, Any]]:
     """The pipeline input of a leaf, built by the library's own helpers."""
     helpers = sdg_shim.sdg().taxonomy
     node = seed_records(leaf)
     if leaf.kind == "knowledge":
-        samples = helpers.map_chunks_to_icls(document_chunks(leaf, chunk_word_count), node)
+        samples = helpers.map_chunks_to_icls(document_chunks(leaf, chunk_word_count, max_chunks), node)
     else:
         samples = helpers._skill_leaf_node_to_samples(node)
     return helpers._enrich_metadata(samples, node)
@@ -256,6 +274,7 @@ def run_leaf(
     *,
     model_family: str | None = None,
     chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT,
+    max_chunks: int | None = None,
     system_prompt: str | None = LAB_SYSTEM_PROMPT,
     batch_size: int = 8,
 ) -> LeafResult:
@@ -268,7 +287,7 @@ def run_leaf(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = sdg_shim.make_context(client, model_id, model_family, batch_size=batch_size)
-    samples = leaf_samples(leaf, chunk_word_count)
+    samples = leaf_samples(leaf, chunk_word_count, max_chunks)
     write_jsonl(out_dir / "input.jsonl", samples)
     data = datasets.Dataset.from_list(samples)
     stages: list[Stage] = []
@@ -303,6 +322,7 @@ def run_mmlu_bench(
     *,
     model_family: str | None = None,
     chunk_word_count: int = DEFAULT_CHUNK_WORD_COUNT,
+    max_chunks: int | None = None,
     batch_size: int = 8,
 ) -> list[dict[str, Any]]:
     """MMLU-branch rows for a knowledge leaf from the teacher: writes input.jsonl, stages.json, questions.jsonl
@@ -314,7 +334,7 @@ def run_mmlu_bench(
     pipe, out_dir = pipelines["mmlu_bench"], Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = sdg_shim.make_context(client, model_id, model_family, batch_size=batch_size)
-    samples = leaf_samples(leaf, chunk_word_count)
+    samples = leaf_samples(leaf, chunk_word_count, max_chunks)
     write_jsonl(out_dir / "input.jsonl", samples)
     stages: list[Stage] = []
     with _quiet_datasets():

@@ -79,7 +79,8 @@ def run_sdg(args: argparse.Namespace) -> None:
         client = openai.OpenAI(base_url=ep.base_url, api_key="EMPTY", timeout=3600, max_retries=2)
         run = run_leaf if args.cmd == "sdg" else run_mmlu_bench
         result = run(leaf, pipelines, client, ep.model, args.out, model_family=teacher["family"],
-                     chunk_word_count=sdg["chunk_word_count"], batch_size=teacher["batch_size"])  # fmt: skip
+                     chunk_word_count=sdg["chunk_word_count"], max_chunks=sdg["max_chunks"],
+                     batch_size=teacher["batch_size"])  # fmt: skip
     log.info("leaf %s: %d %s", leaf.name, len(getattr(result, "records", result)), args.cmd)
 
 
