@@ -6,6 +6,11 @@ cost. A batch's longest common token prefix is run once (or taken from an LRU of
 shared part and extended), its KV cache is copied into every row, and only the tails (padded between prefix and
 tail) and the new tokens are computed. Each row samples from its own generator seeded by (seed, choice, prompt), so a
 choice's text does not depend on batching or on the cache.
+
+A request without `seed` samples afresh each time a prompt comes back, as vLLM does: the k-th unseeded sampled draw of
+a prompt in this server's life takes draw index k (reproducible: the same requests in the same order give the same
+texts). instructlab-sdg sends a knowledge chunk once per seed example and, in prompts that do not read the example
+(the MMLU-branch MCQs), expects different samples (it then drops duplicate questions).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class Sampling:
     top_k: int = 0  # 0 or -1 = off
     repetition_penalty: float = 1.0  # vLLM's: over prompt and output tokens
     min_tokens: int = 0
-    seed: int = 0
+    seed: int | None = None  # None: a fresh draw per occurrence of a prompt (module docstring); the draw 0 = seed 0
     stop: list[str] = field(default_factory=list)
     regex: str | None = None  # guided decoding: the completion must match it (alignrepro.guided)
 
@@ -97,7 +102,7 @@ def guided_regex(body: dict) -> str | None:
 
 def sampling_fields(body: dict) -> dict[str, Any]:
     """`n` and the Sampling fields of an OpenAI request (vLLM's names for the extras: top_k, repetition_penalty,
-    min_tokens). Unknown fields are ignored with a warning, as vLLM does; seed defaults to 0 (reproducible)."""
+    min_tokens). Unknown fields are ignored with a warning, as vLLM does; no seed: a fresh (counted) draw per prompt."""
     for name, allowed in NEUTRAL.items():
         neutral = any(body[name] == a and type(body[name]) is type(a) for a in allowed) if name in body else True
         if not neutral and not (name == "best_of" and body[name] == body.get("n", 1)):
@@ -115,7 +120,7 @@ def sampling_fields(body: dict) -> dict[str, Any]:
         "top_k": max(number(body, "top_k", 0, -1, integer=True), 0),
         "repetition_penalty": float(number(body, "repetition_penalty", 1.0, 1e-9)),
         "min_tokens": number(body, "min_tokens", 0, 0, integer=True),
-        "seed": number(body, "seed", 0, integer=True),
+        "seed": number(body, "seed", None, integer=True),
         "stop": stop or [],
         "regex": guided_regex(body),
     }
@@ -172,9 +177,9 @@ class PrefixCache:
         return cache, shared
 
 
-def row_seed(seed: int, choice: int, tokens: list[int]) -> int:
-    """Same prompt, seed and choice index → same sample, wherever the row sits (as vLLM's per-request seed)."""
-    h = hashlib.sha256(f"{seed}:{choice}:{','.join(map(str, tokens))}".encode()).digest()
+def row_seed(seed: int, choice: int, tokens: list[int], draw: int = 0) -> int:
+    """Same prompt, seed, choice index and draw → same sample, wherever the row sits (as vLLM's per-request seed)."""
+    h = hashlib.sha256(f"{seed}:{choice}:{','.join(map(str, tokens))}{f':{draw}' if draw else ''}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
@@ -193,6 +198,7 @@ class Engine:
         self.stats = {"rows": 0, "prompt_tokens_read": 0, "prefix_tokens_reused": 0, "completion_tokens": 0}
         self._guide_data = None  # lm-format-enforcer's tokenizer data, built on the first guided request
         self._guides: dict[str, Any] = {}  # regex -> RegexGuide: its allowed-token caches outlive a request
+        self._draws: dict[bytes, int] = {}  # prompt digest -> unseeded sampled draws so far (module docstring)
         if self.prefix is not None and not self._plain_cache():
             log.warning("prefix cache off: this model's cache layers are not all full-attention DynamicLayers")
             self.prefix = None
@@ -235,28 +241,36 @@ class Engine:
     def complete(
         self, prompts: list[list[int]], n: int, sampling: Sampling, should_stop: Callable[[], bool] = lambda: False
     ) -> list[Choice]:
-        # Greedy choices of one prompt are identical: compute one, copy it n times. A repeated prompt has the same
-        # row seeds (row_seed hashes the prompt), so its choices are the same too: computed once (instructlab-sdg
-        # sends each knowledge chunk once per seed example, e.g. 5 identical spellcheck prompts per chunk).
+        # Greedy choices of one prompt are identical: compute one, copy it n times. A repeated prompt with the same
+        # draw has the same row seeds (row_seed hashes the prompt), so its choices are the same too: computed once
+        # (instructlab-sdg sends each knowledge chunk once per seed example, e.g. 5 identical spellcheck prompts).
         per_prompt = 1 if sampling.temperature == 0 else n
-        first = {}
-        for i, p in enumerate(prompts):
-            first.setdefault(tuple(p), i)
+        fresh = sampling.seed is None and sampling.temperature > 0
+        keys = [(tuple(p), self._draw(p) if fresh else 0) for p in prompts]
+        first: dict[tuple, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
         rows = [(i, j) for i in sorted(set(first.values())) for j in range(per_prompt)]
         done: dict[tuple[int, int], Choice] = {}
         for start in range(0, len(rows), self.max_batch):
             chunk = rows[start : start + self.max_batch]
             choices = self._generate(
                 [prompts[i] for i, _ in chunk],
-                [row_seed(sampling.seed, j, prompts[i]) for i, j in chunk],
+                [row_seed(sampling.seed or 0, j, prompts[i], keys[i][1]) for i, j in chunk],
                 sampling,
                 should_stop,
             )
             done.update(zip(chunk, choices, strict=True))
         out = []
-        for p in prompts:
-            out += [done[first[tuple(p)], j if per_prompt > 1 else 0] for j in range(n)]
+        for key in keys:
+            out += [done[first[key], j if per_prompt > 1 else 0] for j in range(n)]
         return out
+
+    def _draw(self, prompt: list[int]) -> int:
+        digest = hashlib.sha256(",".join(map(str, prompt)).encode()).digest()
+        k = self._draws.get(digest, 0)
+        self._draws[digest] = k + 1
+        return k
 
     def _prefill(self, rows: list[list[int]]):
         """Forward over the prompts: (output, cache, attention mask, last positions). The shared prefix comes from

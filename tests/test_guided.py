@@ -137,3 +137,21 @@ def test_derived_pipelines_record_the_guide_and_keep_every_block(tmp_path):
     with pytest.raises(Exception, match="extra_body"):
         sdg_pipelines.derive("knowledge", sdg_pipelines.library_pipeline("knowledge")[1],
                              {"gen_knowledge": {"extra_body": {"logit_bias": {}}}})  # fmt: skip
+
+
+def test_guided_mcqs_have_exactly_four_options_for_the_library():
+    # eval_data._extract_options takes every `X) ` as an option: SmolLM2 wrote questions that began with "A) " or
+    # held "B) …" inside, so every MCQ it wrote had five options and _post_process_mcq dropped all of them.
+    import datasets
+
+    from alignrepro.methods.lab import sdg_pipelines, sdg_shim
+
+    regex = sdg_pipelines.tier_overrides(2, 2, 1, guided=True)["mmlu_bench"]["gen_mmlu_knowledge"]["extra_body"]
+    fmt = "[Start of Question]\n{}\n[End of Question]\n[Start of Answer]\nB) b\n[End of Answer]"
+    for five in ("A) The phoenix.\n\nA) a\nB) b\nC) c\nD) d", "B) A story about (B) fire\nA) a\nB) b\nC) c\nD) d"):
+        assert not re.fullmatch(regex["guided_regex"], fmt.format(five))
+    good = "What is it?\n\nA) a\nB) b\nC) c\nD) d"
+    assert re.fullmatch(regex["guided_regex"], fmt.format(good))
+    row = {"mmlubench_question": good, "mmlubench_answer": "B) b", "domain": "astronomy"}
+    mcq = sdg_shim.sdg().eval_data._post_process_mcq(datasets.Dataset.from_list([row]))
+    assert mcq["choices"] == [["a", "b", "c", "d"]] and mcq["question"] == ["What is it?"]

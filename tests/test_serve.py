@@ -296,3 +296,23 @@ def test_repeated_prompts_are_computed_once(ci_model, one_torch_thread):
         assert cached.stats["rows"] - before == (2 if temperature == 0 else 4)  # unique prompts × choices
         alone = [c.text for c in cached.complete([a, b], 2, s)]
         assert got == alone[:2] + alone[2:] + alone[:2] + alone[:2] + alone[2:]
+
+
+def test_unseeded_sampling_draws_afresh_per_occurrence(ci_model, one_torch_thread):
+    # vLLM without a seed samples each prompt afresh; instructlab-sdg relies on it (the MMLU-branch MCQ prompt does not
+    # read the seed example: 5 identical prompts per chunk, then duplicate questions dropped). Reproducible still: the
+    # k-th draw of a prompt is the same in a new server, whatever the batching.
+    from alignrepro.prefix_cache import Sampling
+
+    tok, _, cached, _ = _engines(ci_model)
+    a = tok("The answer is")["input_ids"]
+    s = Sampling(max_tokens=6, min_tokens=6, temperature=1.0)
+    first = [c.text for c in cached.complete([a, a, a], 1, s)]
+    assert len(set(first)) == 3  # three draws, not one copied
+    later = [c.text for c in cached.complete([a], 1, s)]
+    _, _, fresh, _ = _engines(ci_model)
+    again = [c.text for c in fresh.complete([a], 1, s)] + [c.text for c in fresh.complete([a, a, a], 1, s)]
+    assert again == first + later  # draws 0..3 in order, split across requests differently
+    assert [c.text for c in fresh.complete([a], 1, Sampling(max_tokens=6, min_tokens=6, temperature=0.0))] == [
+        c.text for c in fresh.complete([a], 1, Sampling(max_tokens=6, min_tokens=6, temperature=0.0))
+    ]  # greedy: no draws

@@ -245,6 +245,11 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+def rows_per_stage(stages: list[Stage]) -> str:
+    """In the error itself: Snakemake removes a failed job's outputs, stages.json with them."""
+    return ", ".join(f"{s.block} {s.rows_in}→{s.rows_out}" for s in stages)
+
+
 def _run_blocks(leaf: Leaf, pipe: DerivedPipeline, ctx: Any, data: Any, stages: list[Stage], out_dir: Path) -> Any:
     lib = sdg_shim.sdg()
     for block in pipe.blocks:
@@ -260,7 +265,7 @@ def _run_blocks(leaf: Leaf, pipe: DerivedPipeline, ctx: Any, data: Any, stages: 
             _report(out_dir, leaf, pipe, stages, None)
             raise UserError(
                 f"leaf {leaf.name!r} ({pipe.name} pipeline): {_why_empty(pipe, block)} left 0 of {rows_in} rows "
-                f"(rows per stage: {out_dir / 'stages.json'})"
+                f"(rows per stage: {rows_per_stage(stages)})"
             )
     return data
 
@@ -344,7 +349,7 @@ def run_mmlu_bench(
     _report(out_dir, leaf, pipe, stages, len(mcq))
     if not len(mcq):
         raise UserError(f"leaf {leaf.name!r}: no generated MCQ has four options and a lettered answer "
-                        f"(rows per stage: {out_dir / 'stages.json'})")  # fmt: skip
+                        f"(rows per stage: {rows_per_stage(stages)})")  # fmt: skip
     letter = mcq.features["answer"].int2str
     rows = [
         {"id": f"{leaf.name}/mmlu_bench/{i:03d}", "question": r["question"], "choices": r["choices"],

@@ -24,7 +24,10 @@ FREE = r"\s*[^\[\s][^\[]*"  # text up to the next tag (the parsers cut at the ne
 LINE = r"[^\[\n]+"
 DIGIT = r"\s*[0-9]\s*"
 CHOICES = {"YES": r"\s*(YES|NO)\s*", "NO": r"\s*(YES|NO)\s*"}
-MCQ = rf"\s*{LINE}\n\s*A\) {LINE}\n\s*B\) {LINE}\n\s*C\) {LINE}\n\s*D\) {LINE}\s*"  # mcq_generation's examples
+# mcq_generation's examples. eval_data._extract_options reads every `X) ` as an option: the question and the options
+# hold no `)`, so exactly four are found (SmolLM2 otherwise wrote questions that began with "A) ").
+NO_PAREN = r"[^\[\n)]+"
+MCQ = rf"\s*{NO_PAREN}\n\s*A\) {NO_PAREN}\n\s*B\) {NO_PAREN}\n\s*C\) {NO_PAREN}\n\s*D\) {NO_PAREN}\s*"
 # The library's custom parsing patterns -> the format each reads (knowledge Q&A: `[QUESTION] … [ANSWER] … [END]`).
 CUSTOM = {
     r"\[(?:Question|QUESTION)\]\s*(.*?)\s*\[(?:Answer|ANSWER)\]\s*(.*?)\s*(?=\[(?:Question|QUESTION)\]|$)": (
