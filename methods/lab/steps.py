@@ -26,20 +26,22 @@ from alignrepro.errors import UserError
 from alignrepro.io import atomic_write_json, read_jsonl, write_jsonl
 from alignrepro.methods.lab import taxonomy as tax
 from alignrepro.methods.lab.sdg import LAB_SYSTEM_PROMPT
+from alignrepro.methods.lab.settings import SdgSettings, TaxonomySettings, TeacherSettings
 
 log = logging.getLogger("lab.steps")
 
 
-def load_leaves(spec: dict[str, Any]) -> list[tax.Leaf]:
-    if spec["source"] == "sdist":
-        return tax.tiny_leaves(spec["leaves"] or tax.TINY_LEAVES)
-    docs = Path(spec["documents"]) if spec.get("documents") else None
-    leaves = tax.load_taxonomy_dir(Path(spec["path"]), commit=spec.get("commit"), documents_dir=docs)
-    if spec["leaves"]:
-        unknown = sorted(set(spec["leaves"]) - {leaf.name for leaf in leaves})
+def load_leaves(spec: TaxonomySettings | dict[str, Any]) -> list[tax.Leaf]:
+    spec = TaxonomySettings.from_dict(spec)
+    if spec.source == "sdist":
+        return tax.tiny_leaves(spec.leaves or tax.TINY_LEAVES)
+    docs = Path(spec.documents) if spec.documents else None
+    leaves = tax.load_taxonomy_dir(Path(spec.path), commit=spec.commit, documents_dir=docs)
+    if spec.leaves:
+        unknown = sorted(set(spec.leaves) - {leaf.name for leaf in leaves})
         if unknown:
-            raise UserError(f"config key 'lab.taxonomy.leaves': {unknown} not in {spec['path']}")
-        leaves = [leaf for leaf in leaves if leaf.name in spec["leaves"]]
+            raise UserError(f"config key 'lab.taxonomy.leaves': {unknown} not in {spec.path}")
+        leaves = [leaf for leaf in leaves if leaf.name in spec.leaves]
     return leaves
 
 
@@ -50,16 +52,14 @@ def leaf_summary(leaf: tax.Leaf) -> dict[str, Any]:
             "mmlu_branch_questions": len(leaf.mmlu_branch)}  # fmt: skip
 
 
-def teacher_endpoint(teacher: dict[str, Any], model_dir: str | None, log_path: Path):
+def teacher_endpoint(teacher: TeacherSettings, model_dir: str | None, log_path: Path):
     """The teacher as an OpenAI-compatible endpoint: served here for `local`, a URL otherwise (vLLM at full)."""
     from alignrepro.serve import endpoint
 
-    if teacher["server"] == "local":
-        return endpoint({"backend": "local", "dtype": teacher.get("dtype", "float32"),
-                         "max_batch": teacher["batch_size"]}, model_dir, log_path=log_path)  # fmt: skip
-    if not teacher.get("base_url"):
-        raise UserError(f"config key 'lab.teacher.base_url': needed for server {teacher['server']!r} (the /v1 URL)")
-    return endpoint({"backend": "openai", "base_url": teacher["base_url"], "model": teacher["model"]})
+    if teacher.server == "local":
+        return endpoint({"backend": "local", "dtype": "float32", "max_batch": teacher.batch_size}, model_dir,
+                        log_path=log_path)  # fmt: skip
+    return endpoint({"backend": "openai", "base_url": teacher.base_url, "model": teacher.model})
 
 
 def run_sdg(args: argparse.Namespace) -> None:
@@ -69,18 +69,19 @@ def run_sdg(args: argparse.Namespace) -> None:
     from alignrepro.methods.lab.sdg import run_leaf, run_mmlu_bench
     from alignrepro.methods.lab.sdg_pipelines import load_pipelines
 
-    spec = json.loads(args.taxonomy_json)
-    leaf = next((lf for lf in load_leaves({**spec, "leaves": [args.leaf]}) if lf.name == args.leaf), None)
+    spec = TaxonomySettings.from_dict(json.loads(args.taxonomy_json))
+    leaf = next((lf for lf in load_leaves(spec.with_(leaves=[args.leaf])) if lf.name == args.leaf), None)
     if leaf is None:
         raise UserError(f"leaf {args.leaf!r} not found")
-    teacher, sdg = json.loads(args.teacher_json), json.loads(args.sdg_json)
+    teacher = TeacherSettings.from_dict(json.loads(args.teacher_json))
+    sdg = SdgSettings.from_dict(json.loads(args.sdg_json))
     pipelines = load_pipelines(args.pipelines)
     with teacher_endpoint(teacher, args.teacher_model, args.out / "teacher.log") as ep:
         client = openai.OpenAI(base_url=ep.base_url, api_key="EMPTY", timeout=3600, max_retries=2)
         run = run_leaf if args.cmd == "sdg" else run_mmlu_bench
-        result = run(leaf, pipelines, client, ep.model, args.out, model_family=teacher["family"],
-                     chunk_word_count=sdg["chunk_word_count"], max_chunks=sdg["max_chunks"],
-                     batch_size=teacher["batch_size"])  # fmt: skip
+        result = run(leaf, pipelines, client, ep.model, args.out, model_family=teacher.family,
+                     chunk_word_count=sdg.chunk_word_count, max_chunks=sdg.max_chunks,
+                     batch_size=teacher.batch_size)  # fmt: skip
     log.info("leaf %s: %d %s", leaf.name, len(getattr(result, "records", result)), args.cmd)
 
 
@@ -151,10 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "pipelines":
         from alignrepro.methods.lab.sdg_pipelines import tier_overrides, write_pipelines
 
-        s = json.loads(args.sdg_json)
-        write_pipelines(args.out_dir, tier_overrides(s["questions_per_seed"], s["contexts_per_seed"],
-                                                     s["questions_per_context"], s["temperature"], s["max_tokens"],
-                                                     s["block_max_tokens"], s["guided"]))  # fmt: skip
+        write_pipelines(args.out_dir, tier_overrides(**SdgSettings.from_dict(json.loads(args.sdg_json)).overrides()))
     elif args.cmd in ("sdg", "mmlu-bench"):
         run_sdg(args)
     elif args.cmd == "foundational":
