@@ -25,6 +25,7 @@ for _paper in PAPERS.values():  # every paper under methods/, in name order; `pa
 include: "evals/verifiable/rules.smk"
 include: "evals/alpacaeval/rules.smk"
 include: "evals/shared.smk"  # after the papers: it reads SHARED_MODELS
+include: "rules/claims.smk"  # after the papers: it reads PAPER_TARGETS
 
 
 rule all:
@@ -32,3 +33,4 @@ rule all:
     input:
         [PAPER_TARGETS[p] for p in config["papers"]],
         rules.evals_leaderboard.output if config["evals"]["shared"] else [],
+        rules.claims_all.output,

@@ -387,6 +387,7 @@ rule lab_tables:
     output:
         report(f"{LAB_R}/tables/table3.md", category="LAB", labels={"table": "Table 3 analogue"}),
         f"{LAB_R}/tables/table3.csv",
+        f"{LAB_R}/tables/table3_differences.csv",
         report(f"{LAB_R}/tables/sdg_keep_rates.md", category="LAB", labels={"table": "SDG keep-rates"}),
         report(f"{LAB_R}/tables/phases.md", category="LAB", labels={"table": "phases and checkpoints"}),
         report(f"{LAB_R}/tables/table3.png", category="LAB", labels={"figure": "Table 3 analogue"}),
@@ -408,6 +409,7 @@ rule lab_ablations:
         **lab_table_inputs(True),
     output:
         f"{LAB_R}/tables/ablation/table3.md",
+        f"{LAB_R}/tables/ablation/table3_differences.csv",
         summary=f"{LAB_R}/tables/ablation/summary.md",
     params:
         spec=lab_table_spec(True),
