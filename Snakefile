@@ -34,3 +34,14 @@ rule all:
         [PAPER_TARGETS[p] for p in config["papers"]],
         rules.evals_leaderboard.output if config["evals"]["shared"] else [],
         rules.claims_all.output,
+
+
+onsuccess:
+    # After the last job of a successful run: each paper's tables and summary, the leaderboard, the claims table and
+    # where the logs are (alignrepro/run_summary.py: reads only files that exist, never fails the run).
+    try:
+        from alignrepro import run_summary
+
+        run_summary.report(config["papers"], TIER, PAPER_TARGETS)
+    except Exception as _e:  # noqa: BLE001
+        print(f"alignrepro: no run summary ({type(_e).__name__}: {_e}); the run itself succeeded")
