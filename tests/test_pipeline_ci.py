@@ -1,4 +1,4 @@
-"""The whole ci DAG (CUT, MORLAIF, MoTE, LD-Align, the shared benchmarks) in a scratch working directory: it runs,
+"""The whole ci DAG (CUT, MORLAIF, MoTE, LD-Align, LAB, the shared benchmarks) in a scratch working directory: it runs,
 its tables are well formed and carry provenance, W&B runs exist, a second run is a no-op, one hyper-parameter reruns
 only its row, and the full tier's DAG builds (dry run)."""
 
@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from reproducible import differences
-from workflow import job_stats, smk
+from workflow import job_stats, smk, smk_cmd
 
 METHODS = ["Base", "Forward Prediction", "Hindsight", "ILF-MLE", "ILF-DPO", "CUT"]
-# What one CUT row costs: its training, answers, two evaluations, Table 2, its shared benchmarks and the leaderboard
+# What one CUT row costs: its training, answers, two evaluations, Table 2, its shared benchmarks, the leaderboard and
+# CUT's claims (their verdicts read Table 2) with the cross-paper claims table
 ONE_CUT_ROW = {
     **dict.fromkeys(["cut_train", "cut_generate", "eval_accuracy", "eval_winrate", "cut_tables"], 1),
     **dict.fromkeys(["evals_respond", "evals_alpacaeval", "evals_mtbench", "evals_lmeval", "evals_safety"], 1),
     "evals_leaderboard": 1,
+    "claims_paper": 1,
+    "claims_all": 1,
     "all": 1,
 }
 
@@ -133,7 +138,7 @@ def test_your_own_row_is_one_folder(ci_run, tmp_path):
     args = ("--config", "tier=ci", f"row_dirs=[{rows}]")
     plan = smk(work, "-n", *args)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert job_stats(plan.stdout + plan.stderr) == ONE_CUT_ROW  # exactly the new row's jobs and the two aggregates
+    assert job_stats(plan.stdout + plan.stderr) == ONE_CUT_ROW  # exactly the new row's jobs and the aggregates
     old = {p: p.read_bytes() for p in (work / "results/cut/ci/eval").rglob("*.json")}
     res = smk(work, *args)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -159,16 +164,32 @@ def test_full_tier_dag_builds(tmp_path):
     # feedback, figure E on GPT-2-medium only
     assert stats["morlaif_pm"] == 5 * 14 and stats["morlaif_ppo"] == 5 * 8 and stats["morlaif_analysis"] == 5
     assert stats["morlaif_figure_c_data"] == 5 and stats["morlaif_figure_e_data"] == 1
-    assert stats["base_model"] == 2 + 5 + 2 + 1  # + MoTE's WVU-7B and Llama-3.1-8B-Instruct + LD-Align's zephyr-sft
+    # + MoTE's WVU-7B and Llama-3.1-8B-Instruct + LD-Align's zephyr-sft + LAB's Mistral-7B
+    assert stats["base_model"] == 2 + 5 + 2 + 1 + 1
     # every model (CUT: 2 bases + 15 trained; MORLAIF: 5 bases + 40 arms; MoTE: WVU-7B + its 4 LoRA baselines + MoTE;
-    # LD-Align: zephyr-7b-sft-full + 2 arms x 4 SPIN iterations)
+    # LD-Align: zephyr-7b-sft-full + 2 arms x 4 SPIN iterations; LAB: Mistral-7B + the phased model)
     # on the shared benchmarks, with GPT-4 as judge; cards for GPT-4, GPT-4-Turbo (MORLAIF's), GPT-4-1106 (MoTE's)
-    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45 + 6 + 9
+    assert stats["evals_respond"] == stats["evals_mtbench"] == stats["evals_safety"] == 17 + 45 + 6 + 9 + 2
+    # LAB: 3 phases, each epoch of the knowledge phases scored on MMLU-branch (4 + 4), the skills phase's 7 on
+    # MT-Bench; the stacked ablation is its own target
+    assert stats["lab_train"] == stats["lab_select"] == 3 and stats["lab_epoch_mmlu_branch"] == 8
+    assert stats["lab_epoch_mtbench"] == 7 and stats["lab_tables"] == 1 and "lab_ablations" not in stats
     assert stats["ld_train"] == 8 and stats["ld_tables"] == 1 and "ld_sft" not in stats
     # + the cards of CUT's own judges (oracle, gpt4-cut: every judged Table-2 number names its card)
     assert stats["judge_card"] == 5 and stats["evals_leaderboard"] == 1
     assert stats["morlaif_figure_b"] == 5  # figure B: its own job per base (a new arm reruns it, not the analysis)
     assert stats["mote_tables"] == stats["mote_ablations"] == 1
+
+
+def test_the_workflow_starts_without_torch(tmp_path):
+    # Snakemake's own process imports every row's builder at start (alignrepro/rows.py checks them): torch imported
+    # with them cost every start, dry runs included, ~1.5 CPU-s for nothing (alignrepro/lazy_torch.py)
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    res = subprocess.run(smk_cmd(tmp_path, "-n", "--config", "tier=ci"), capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert {"alignrepro.methods.cut.examples", "alignrepro.methods.mote.chains"} <= imported  # torch came with these
+    assert "torch" not in imported
 
 
 def test_bad_config_fails_fast_naming_the_key(tmp_path):

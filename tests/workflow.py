@@ -11,9 +11,15 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
+def smk_cmd(workdir: Path, *args: str) -> list[str]:
+    # --nocolor: Snakemake's plain log even under a terminal (profiles/default turns the rich logger on only at a
+    # terminal, and it prints job stats and "Nothing to be done" in its own format: job_stats parses the plain one)
+    snakefile = str(REPO / "Snakefile")
+    return [str(SNAKEMAKE), "-s", snakefile, "--directory", str(workdir), "--cores", "2", "--nocolor", *args]
+
+
 def smk(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(smk_cmd(workdir, *args), capture_output=True, text=True, timeout=timeout)
 
 
 def job_stats(output: str) -> dict[str, int]:
