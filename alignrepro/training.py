@@ -74,6 +74,9 @@ def merge_settings(
     return out
 
 
+SAMPLERS = ("random", "group_by_length")  # transformers' train_sampling_strategy values that need no extra setup
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """A trainer's training settings, parsed once from the config (TRL's dataclass style). Fields without a default
@@ -95,6 +98,10 @@ class TrainSettings:
     step_token_lr: float | None = field(default=None, metadata={"help": "step-token rows' rate (MoTE; None: lr)"})
     load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base weights (CUT, GPU)"})
     lora: dict[str, Any] | None = field(default=None, metadata={"help": "LoRA adapter settings (CUT)"})
+    sampler: str = field(
+        default="random",
+        metadata={"help": "batch order: random, or group_by_length (similar lengths batched: less padding; LAB)"},
+    )
 
     @classmethod
     def from_dict(cls, train: dict[str, Any], run: str = "") -> TrainSettings:
@@ -115,6 +122,8 @@ class TrainSettings:
             value = train[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise UserError(f"train.{key}{where}: {value!r} (expected a finite number > 0)")
+        if train.get("sampler", "random") not in SAMPLERS:
+            raise UserError(f"train.sampler{where}: {train['sampler']!r} (expected one of {', '.join(SAMPLERS)})")
         if train.get("warmup_steps") is None and train.get("warmup_ratio") is None:
             raise UserError(f"train{where}: give warmup_steps or warmup_ratio")
         return cls(**train)
@@ -150,6 +159,7 @@ def trainer_kwargs(
         "num_train_epochs": train.epochs,
         "learning_rate": train.learning_rate,
         "lr_scheduler_type": train.lr_scheduler,
+        "train_sampling_strategy": train.sampler,
         "warmup_steps": warmup,
         "weight_decay": 0.0,
         "optim": "adamw_torch",

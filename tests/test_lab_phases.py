@@ -331,3 +331,23 @@ def test_a_phase_whose_answers_max_length_cuts_off_fails_naming_the_setting(ci_m
     cfg = {"train": {**TRAIN, "max_length": 16}, "dtype": "float32"}  # shorter than every prompt
     with pytest.raises(UserError, match=r"d\.jsonl: every row's answer is cut off at train\.max_length 16"):
         T.run_phase(ci_model, tmp_path / "d.jsonl", cfg, tmp_path / "kt1", name="lab-ci-kt1", tier="ci", phase="kt1")
+
+
+def test_length_grouped_batches_pad_less(ci_model):
+    # lab.train.sampler: group_by_length (InstructLab batches by length): transformers' LengthGroupedSampler orders
+    # the rows so that a batch holds similar lengths; at tiny it halved the ST phase's padded tokens
+    from alignrepro.models import load_tokenizer
+    from alignrepro.training import TrainSettings, trainer_kwargs
+
+    tok = load_tokenizer(ci_model, padding_side="right")
+    rows = [r for i in range(8) for r in P.completion_rows(rec(f"r{i}", "knowledge", words(1 + 30 * (i % 2))))]
+
+    def padded(sampler: str) -> int:
+        settings = TrainSettings.from_dict({**TRAIN, "sampler": sampler, "per_device_batch_size": 2})
+        kwargs = trainer_kwargs(settings, ci_model.parent / "unused", len(rows), torch.float32, "t", use_wandb=False)
+        trainer = T.build_trainer(load_model(ci_model), tok, rows, settings, kwargs)
+        return sum(b["input_ids"].numel() for b in trainer.get_train_dataloader())
+
+    assert padded("group_by_length") < padded("random")
+    with pytest.raises(UserError, match="train.sampler"):
+        TrainSettings.from_dict({**TRAIN, "sampler": "by_length"})
