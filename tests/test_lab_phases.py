@@ -160,6 +160,31 @@ def train_rows(n: int = 6) -> list[dict]:
     return [rec(f"r{i}", "knowledge", f"the answer is {i * 7} apples", f"how many apples {i}") for i in range(n)]
 
 
+def test_knowledge_phases_first_then_the_rest_from_the_same_plan(ci_model, tmp_path):
+    # the workflow writes KT/1 and KT/2 from the knowledge records alone (they train while the skills leaves are
+    # generated); the full step writes ST and the stacked set and checks the knowledge phases came out the same
+    knowledge = [r for r in RECORDS if r["kind"] == "knowledge"]
+    write_jsonl(tmp_path / "k.jsonl", knowledge)
+    write_jsonl(tmp_path / "all.jsonl", [r for r in RECORDS if r["kind"] != "foundational"])
+    write_jsonl(tmp_path / "found.jsonl", [r for r in RECORDS if r["kind"] == "foundational"])
+    out, whole = tmp_path / "phases", tmp_path / "whole"
+    first = P.write_phases([tmp_path / "k.jsonl", tmp_path / "found.jsonl"], ci_model, out, knowledge_only=True)
+    assert sorted(p.name for p in out.iterdir()) == ["knowledge.json", "kt1.jsonl", "kt2.jsonl"]
+    kt_bytes = {p: (out / f"{p}.jsonl").read_bytes() for p in ("kt1", "kt2")}
+    man = P.write_phases([tmp_path / "all.jsonl", tmp_path / "found.jsonl"], ci_model, out,
+                         knowledge_manifest=out / "knowledge.json")  # fmt: skip
+    alone = P.write_phases([tmp_path / "all.jsonl", tmp_path / "found.jsonl"], ci_model, whole)  # one step, as before
+    assert {p: (out / f"{p}.jsonl").read_bytes() for p in ("kt1", "kt2")} == kt_bytes  # not written again
+    for phase in ("kt1", "kt2", "st", "stacked"):
+        assert (out / f"{phase}.jsonl").read_bytes() == (whole / f"{phase}.jsonl").read_bytes(), phase
+        assert man["phases"][phase] == alone["phases"][phase], phase
+    assert first["phases"]["kt1"] == man["phases"]["kt1"] and man["split"] == alone["split"]
+    write_jsonl(tmp_path / "fewer.jsonl", [r for r in RECORDS if r["kind"] != "foundational" and r["id"] != "k5"])
+    with pytest.raises(UserError, match="KT/.'s records differ"):
+        P.write_phases([tmp_path / "fewer.jsonl", tmp_path / "found.jsonl"], ci_model, tmp_path / "x",
+                       knowledge_manifest=out / "knowledge.json")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def phase_run(ci_model, tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("lab_phase")

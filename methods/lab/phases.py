@@ -11,6 +11,11 @@ answers at the median (and ties) go to KT/1. Foundational records all go to KT/2
 Replay: `replay_fraction` 1.0 replays every earlier phase's own records; < 1 a seeded subset of each (drawn
 separately per replaying phase), at least one record when the fraction is > 0.
 
+The workflow writes the knowledge phases first (`--knowledge-only`: kt1/kt2 from the knowledge and foundational
+records, knowledge.json), so that KT/1 trains while the skills leaves are still being generated; the full step then
+writes ST and the stacked set and checks that its plan gives KT/1 and KT/2 exactly those records
+(`--knowledge-manifest`).
+
 `python -m alignrepro.methods.lab.phases --help`
 """
 
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.errors import UserError
-from alignrepro.io import atomic_write_json, content_sha256, read_jsonl, sha256_file, write_jsonl
+from alignrepro.io import atomic_write_json, content_sha256, read_json, read_jsonl, sha256_file, write_jsonl
 
 log = logging.getLogger("lab.phases")
 KINDS = ("knowledge", "foundational", "freeform_skill", "grounded_skill")
@@ -35,6 +40,7 @@ PHASES = ("kt1", "kt2", "st")
 STACKED = "stacked"
 LABELS = {"kt1": "KT/1", "kt2": "KT/2", "st": "ST", STACKED: "stacked"}
 REPLAYS = {"kt1": (), "kt2": ("kt1",), "st": ("kt1", "kt2")}  # Table 1's replay buffers
+KNOWLEDGE_PHASES = ("kt1", "kt2")
 
 
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -116,9 +122,11 @@ def assign_phases(
     split: str | int = "median",
     replay_fraction: float = 1.0,
     seed: int = 0,
+    phases: tuple[str, ...] = PHASES,
 ) -> dict[str, Any]:
     """{threshold, lengths, own: {phase: ids}, replay: {phase: {earlier phase: ids}}, ids: {phase: ids}} where
-    `own` is each phase's new data and `ids` its whole training set (own + replay), each sorted and unique."""
+    `own` is each phase's new data and `ids` its whole training set (own + replay), each sorted and unique. With
+    `phases` = KNOWLEDGE_PHASES only KT/1 and KT/2 (no skills records needed), else every phase and the stacked set."""
     by_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     for r in records:
         by_kind[r["kind"]].append(r)
@@ -131,6 +139,7 @@ def assign_phases(
         "kt2": sorted(long + [r["id"] for r in by_kind["foundational"]]),
         "st": sorted(r["id"] for k in ("freeform_skill", "grounded_skill") for r in by_kind[k]),
     }
+    own = {phase: own[phase] for phase in phases}
     needs = {
         "kt1": "short knowledge answers",
         "kt2": "long knowledge answers or foundational records",
@@ -144,10 +153,11 @@ def assign_phases(
             )
     replay = {
         phase: {src: replay_subset(own[src], replay_fraction, seed, f"{phase}<-{src}") for src in REPLAYS[phase]}
-        for phase in PHASES
+        for phase in phases
     }
-    ids = {phase: sorted({*own[phase], *(i for src in replay[phase].values() for i in src)}) for phase in PHASES}
-    ids[STACKED] = sorted(r["id"] for r in records)
+    ids = {phase: sorted({*own[phase], *(i for src in replay[phase].values() for i in src)}) for phase in phases}
+    if phases == PHASES:
+        ids[STACKED] = sorted(r["id"] for r in records)
     return {"threshold": threshold, "lengths": dict(sorted(lengths.items())), "own": own, "replay": replay, "ids": ids}
 
 
@@ -166,22 +176,37 @@ def write_phases(
     split: str | int = "median",
     replay_fraction: float = 1.0,
     seed: int = 0,
+    knowledge_only: bool = False,
+    knowledge_manifest: Path | None = None,
 ) -> dict[str, Any]:
     """<out>/{kt1,kt2,st,stacked}.jsonl (the records, each with `source_phase`: the phase whose own data it is) and
-    <out>/manifest.json (written last): ids per phase, counts, the threshold, every file's sha256."""
+    <out>/manifest.json (written last): ids per phase, counts, the threshold, every file's sha256.
+    `knowledge_only`: kt1/kt2 and <out>/knowledge.json alone. `knowledge_manifest` (that file): KT/1 and KT/2 are
+    not written again; the plan must give them the same records (a UserError otherwise)."""
     from alignrepro.training import input_identity
 
     records = load_records(inputs)
-    plan = assign_phases(records, token_counter(tokenizer_model), split, replay_fraction, seed)
+    phases = KNOWLEDGE_PHASES if knowledge_only else PHASES
+    plan = assign_phases(records, token_counter(tokenizer_model), split, replay_fraction, seed, phases)
     origin = {i: phase for phase, ids in plan["own"].items() for i in ids}
     by_id = {r["id"]: r for r in records}
+    known = read_json(knowledge_manifest)["phases"] if knowledge_manifest else {}
+    for phase, entry in known.items():
+        if entry["ids"] != plan["ids"][phase]:
+            raise UserError(
+                f"lab phases: {LABELS[phase]}'s records differ from {knowledge_manifest} (written from the knowledge "
+                "records alone): the same inputs must give the same knowledge phases"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
-    phases = {}
-    for phase in (*PHASES, STACKED):
+    out = {}
+    for phase in (*phases, STACKED) if not knowledge_only else phases:
+        if phase in known:
+            out[phase] = known[phase]
+            continue
         path = out_dir / f"{phase}.jsonl"
         write_jsonl(path, [{**by_id[i], "source_phase": origin[i]} for i in plan["ids"][phase]])
         counts = {src: len(ids) for src, ids in plan["replay"].get(phase, {}).items()}
-        phases[phase] = {
+        out[phase] = {
             "label": LABELS[phase],
             "file": path.name,
             "sha256": sha256_file(path),
@@ -207,9 +232,9 @@ def write_phases(
         "replay_fraction": replay_fraction,
         "seed": seed,
         "inputs": {str(p): content_sha256(p) for p in inputs},
-        "phases": phases,
+        "phases": out,
     }
-    atomic_write_json(out_dir / "manifest.json", manifest)
+    atomic_write_json(out_dir / ("knowledge.json" if knowledge_only else "manifest.json"), manifest)
     return manifest
 
 
@@ -232,10 +257,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--replay-fraction", type=float, default=1.0, help="share of each earlier phase replayed")
     p.add_argument("--seed", type=int, default=0, help="seed of the replay subsets (replay-fraction < 1)")
     p.add_argument("--out", type=Path, required=True, help="folder for the phase files and manifest.json")
+    p.add_argument("--knowledge-only", action="store_true", help="KT/1 and KT/2 alone (knowledge.json)")
+    p.add_argument("--knowledge-manifest", type=Path, help="knowledge.json: KT/1 and KT/2 as written there (checked)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     split = int(args.split) if args.split.strip().isdigit() else args.split
-    manifest = write_phases(args.records, args.tokenizer_model, args.out, split, args.replay_fraction, args.seed)
+    manifest = write_phases(args.records, args.tokenizer_model, args.out, split, args.replay_fraction, args.seed,
+                            args.knowledge_only, args.knowledge_manifest)  # fmt: skip
     summary = {k: {"count": v["count"], "replay": v["replay_counts"]} for k, v in manifest["phases"].items()}
     print(json.dumps({"threshold_tokens": manifest["split"]["threshold_tokens"], "phases": summary}, indent=2))
     return manifest

@@ -92,8 +92,9 @@ def lab_leaves():
         return json.load(f)["leaves"]
 
 
-def lab_leaf_names(wildcards=None):
-    return [leaf["name"] for leaf in lab_leaves()]
+def lab_leaf_names(wildcards=None, knowledge=None):
+    """The leaves' names; knowledge True/False: only the knowledge / only the skills leaves."""
+    return [leaf["name"] for leaf in lab_leaves() if knowledge is None or (leaf["kind"] == "knowledge") == knowledge]
 
 
 def lab_mmlu_bench_files(wildcards=None):
@@ -144,34 +145,73 @@ rule lab_foundational:
         "--seed {params.seed} --out-dir $(dirname {output.train}) > {log} 2>&1"
 
 
+def lab_heldout_records(w):
+    knowledge = True if w.part == "knowledge" else None
+    return [f"{LAB_R}/sdg/{leaf}/records.jsonl" for leaf in lab_leaf_names(knowledge=knowledge)]
+
+
 rule lab_heldout:
-    """Generated records split per leaf into training and held-out (the held-out NLL of every model)."""
+    """Generated records split per leaf into training and held-out (the held-out NLL of every model): every leaf
+    (part all), or the knowledge leaves alone (part knowledge: the same split of theirs, seeded per leaf, so the
+    knowledge phases need not wait for the skills leaves)."""
     input:
-        lambda w: [f"{LAB_R}/sdg/{leaf}/records.jsonl" for leaf in lab_leaf_names()],
+        lab_heldout_records,
     output:
-        train=f"{LAB_R}/data/sdg_train.jsonl",
-        heldout=f"{LAB_R}/data/sdg_heldout.jsonl",
+        train=f"{LAB_R}/data/sdg_{{part}}_train.jsonl",
+        heldout=f"{LAB_R}/data/sdg_{{part}}_heldout.jsonl",
+    wildcard_constraints:
+        part="all|knowledge",
     params:
         fraction=LAB["sdg"]["heldout_fraction"],
         seed=config["seed"],
     log:
-        f"{LAB_R}/logs/heldout.log",
+        f"{LAB_R}/logs/heldout_{{part}}.log",
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.lab.steps heldout --records {input} --fraction {params.fraction} "
-        "--seed {params.seed} --out-dir $(dirname {output.train}) > {log} 2>&1 && "
-        "mv $(dirname {output.train})/train.jsonl {output.train} && mv $(dirname {output.train})/heldout.jsonl {output.heldout}"
+        "--seed {params.seed} --out-dir $(dirname {output.train})/split_{wildcards.part} > {log} 2>&1 && "
+        "mv $(dirname {output.train})/split_{wildcards.part}/train.jsonl {output.train} && "
+        "mv $(dirname {output.train})/split_{wildcards.part}/heldout.jsonl {output.heldout} && "
+        "rmdir $(dirname {output.train})/split_{wildcards.part}"
 
 
-rule lab_phases:
-    """Table 1: KT/1 short knowledge; KT/2 long knowledge + foundational, replaying KT/1; ST compositional skills,
-    replaying both; the stacked ablation: everything once. Split at the median answer length (student tokens)."""
+LAB_HELDOUT = f"{LAB_R}/data/sdg_all_heldout.jsonl"
+
+
+rule lab_phases_knowledge:
+    """Table 1's knowledge phases first: KT/1 short knowledge; KT/2 long knowledge + foundational, replaying KT/1.
+    Split at the median answer length (student tokens). From the knowledge leaves alone: KT/1 trains while the
+    skills leaves are still being generated."""
     input:
-        sdg=rules.lab_heldout.output.train,
+        sdg=f"{LAB_R}/data/sdg_knowledge_train.jsonl",
         foundational=rules.lab_foundational.output.train,
         student=f"results/models/{LAB['student']}/model.json",
     output:
-        [f"{LAB_R}/phases/{p}.jsonl" for p in [*LAB_PHASES, "stacked"]],
+        [f"{LAB_R}/phases/{p}.jsonl" for p in ["kt1", "kt2"]],
+        manifest=f"{LAB_R}/phases/knowledge.json",
+    params:
+        split=LAB["phases"]["split"],
+        replay=LAB["phases"]["replay_fraction"],
+        seed=config["seed"],
+    log:
+        f"{LAB_R}/logs/phases_knowledge.log",
+    resources: **res("cpu_model")
+    shell:
+        "{PY} -m alignrepro.methods.lab.phases --knowledge-only --records {input.sdg} {input.foundational} "
+        "--tokenizer-model $(dirname {input.student}) --split {params.split} --replay-fraction {params.replay} "
+        "--seed {params.seed} --out $(dirname {output.manifest}) > {log} 2>&1"
+
+
+rule lab_phases:
+    """ST compositional skills, replaying both knowledge phases; the stacked ablation: everything once; the manifest
+    of every phase (the knowledge phases checked against knowledge.json: the same records)."""
+    input:
+        sdg=f"{LAB_R}/data/sdg_all_train.jsonl",
+        foundational=rules.lab_foundational.output.train,
+        student=f"results/models/{LAB['student']}/model.json",
+        knowledge=rules.lab_phases_knowledge.output.manifest,
+    output:
+        [f"{LAB_R}/phases/{p}.jsonl" for p in ["st", "stacked"]],
         manifest=f"{LAB_R}/phases/manifest.json",
     params:
         split=LAB["phases"]["split"],
@@ -182,6 +222,7 @@ rule lab_phases:
     resources: **res("cpu_model")
     shell:
         "{PY} -m alignrepro.methods.lab.phases --records {input.sdg} {input.foundational} "
+        "--knowledge-manifest {input.knowledge} "
         "--tokenizer-model $(dirname {input.student}) --split {params.split} --replay-fraction {params.replay} "
         "--seed {params.seed} --out $(dirname {output.manifest}) > {log} 2>&1"
 
@@ -303,7 +344,7 @@ rule lab_select:
     input:
         phase=f"{LAB_R}/models/{{phase}}/phase.json",
         scores=lab_epoch_scores,
-        heldout=rules.lab_heldout.output.heldout,
+        heldout=lambda w: [LAB_HELDOUT] if w.phase in ("st", "stacked") else [],  # the knowledge phases: MMLU-branch
     output:
         f"{LAB_R}/models/{{phase}}/selected.json",
         f"{LAB_R}/models/{{phase}}/selected/model.json",
@@ -332,7 +373,7 @@ rule lab_evaluate:
     input:
         model=lambda w: f"{lab_model(LAB_EVAL_MODELS[w.model])}/model.json",
         foundational=rules.lab_foundational.output.test,
-        heldout=rules.lab_heldout.output.heldout,
+        heldout=LAB_HELDOUT,
         mc=lab_mmlu_bench_files,
     output:
         f"{LAB_R}/eval/{{model}}.json",
