@@ -43,6 +43,7 @@ import torch
 from alignrepro.evals.verifiable.accuracy import wilson as wilson_pct
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file
 from alignrepro.methods.morlaif.principles import ABLATION_ORDER
+from alignrepro.methods.morlaif.settings import AnalysisSettings
 from alignrepro.training import merge_settings, yaml_defaults
 
 log = logging.getLogger("morlaif.analysis")
@@ -50,7 +51,6 @@ log = logging.getLogger("morlaif.analysis")
 # What the rules add from the run's top level (the seed), with its value for a direct call; every other default is
 # methods/morlaif/config.yaml `defaults.analysis` (the one source).
 RUN_SUPPLIED: dict[str, Any] = {"seed": 0}
-WEIGHT_MODES = ("pm_regression", "feedback_regression", "uniform")
 BASELINE_NAMES = {"cai": "single_pm_rlaif_baseline", "hhh": "single_principle_morlaif_baseline"}
 FILES = {
     "weights": "weights.json",
@@ -250,13 +250,13 @@ def figure_a(data: Data, pm_principles: list[str]) -> dict[str, Any]:
     return {"split": "test", "reference": "feedback label of the same principle", "principles": out}
 
 
-def compute_weights(data: Data, cfg: dict[str, Any], stats: dict) -> dict[str, Any]:
-    principles = cfg["principles"]
-    coef_pm, info_pm, _ = fit_pm_linear(data, principles, stats, cfg["max_iter"], cfg["l2_C"])
+def compute_weights(data: Data, cfg: AnalysisSettings, stats: dict) -> dict[str, Any]:
+    principles = cfg.principles
+    coef_pm, info_pm, _ = fit_pm_linear(data, principles, stats, cfg.max_iter, cfg.l2_C)
     train_fb = data.with_feedback(data.ids("train", labelled=True), principles)
     std = feedback_std(data, train_fb, principles)
     coef_fb, info_fb = fit_preference_weights(
-        data.margins(train_fb, principles) / std, data.human(train_fb), cfg["max_iter"], cfg["l2_C"]
+        data.margins(train_fb, principles) / std, data.human(train_fb), cfg.max_iter, cfg.l2_C
     )
     modes = {
         "pm_regression": {"weights": dict(zip(principles, coef_pm.tolist(), strict=True)), "fit": info_pm},
@@ -267,9 +267,9 @@ def compute_weights(data: Data, cfg: dict[str, Any], stats: dict) -> dict[str, A
         },
         "uniform": {"weights": {p: 1.0 for p in principles}},
     }
-    chosen = modes[cfg["weights"]]["weights"]
+    chosen = modes[cfg.weights]["weights"]
     return {
-        "mode": cfg["weights"],
+        "mode": cfg.weights,
         "principles": principles,
         "weights": chosen,
         "zscore": stats,
@@ -280,9 +280,9 @@ def compute_weights(data: Data, cfg: dict[str, Any], stats: dict) -> dict[str, A
     }
 
 
-def figure_f(data: Data, cfg: dict[str, Any]) -> dict[str, Any]:
-    names = [p for p in [*cfg["principles"], *cfg["baselines"]] if data.has_feedback(p)]
-    ids = data.ids(None if cfg["agreement_split"] == "all" else cfg["agreement_split"])
+def figure_f(data: Data, cfg: AnalysisSettings) -> dict[str, Any]:
+    names = [p for p in [*cfg.principles, *cfg.baselines] if data.has_feedback(p)]
+    ids = data.ids(None if cfg.agreement_split == "all" else cfg.agreement_split)
     cols = [*names, "human_label"]
     lab = np.stack([*(data.labels(ids, p) for p in names), data.human(ids)], axis=1)  # -1 = unknown
     matrix, counts = [], []
@@ -297,7 +297,7 @@ def figure_f(data: Data, cfg: dict[str, Any]) -> dict[str, Any]:
     known = lab >= 0
     balance = {c: (float(lab[known[:, j], j].mean()) if known[:, j].any() else None) for j, c in enumerate(cols)}
     return {
-        "split": cfg["agreement_split"],
+        "split": cfg.agreement_split,
         "rows": names,
         "columns": cols,
         "agreement": matrix,
@@ -306,13 +306,13 @@ def figure_f(data: Data, cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def figure_g(data: Data, cfg: dict[str, Any], stats: dict) -> dict[str, Any]:
-    order = [p for p in ABLATION_ORDER if p in cfg["principles"]]
+def figure_g(data: Data, cfg: AnalysisSettings, stats: dict) -> dict[str, Any]:
+    order = [p for p in ABLATION_ORDER if p in cfg.principles]
     rows = []
     for k in range(len(order)):
         kept = order[k:]
-        ceiling = fit_ceiling(data, kept, cfg["max_iter"], cfg["l2_C"])
-        coef, info, pm_acc = fit_pm_linear(data, kept, stats, cfg["max_iter"], cfg["l2_C"])
+        ceiling = fit_ceiling(data, kept, cfg.max_iter, cfg.l2_C)
+        coef, info, pm_acc = fit_pm_linear(data, kept, stats, cfg.max_iter, cfg.l2_C)
         rows.append(
             {
                 "ablated": k,
@@ -351,30 +351,34 @@ def default_config() -> dict[str, Any]:
     return yaml_defaults("morlaif", "analysis", RUN_SUPPLIED)
 
 
+def analysis_settings(cfg: AnalysisSettings | dict[str, Any] | None) -> AnalysisSettings:
+    """The step's settings, typed once: the YAML defaults overridden by `cfg`; an unknown key (e.g. the former
+    `scalarizers`: figure B's, never the weights') fails naming the closest valid one, a bad value naming its key."""
+    if isinstance(cfg, AnalysisSettings):
+        return cfg
+    return AnalysisSettings.from_dict(merge_settings(default_config(), cfg, "analysis config"), "morlaif.analysis")
+
+
 def merge_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """The YAML defaults overridden by `cfg`; an unknown key (e.g. the former `scalarizers`: figure B's, never the
-    weights') fails naming the closest valid one."""
-    out = merge_settings(default_config(), cfg, "analysis config")
-    if out["weights"] not in WEIGHT_MODES:
-        raise ValueError(f"weights must be one of {WEIGHT_MODES}, not {out['weights']!r}")
-    return out
+    """The merged, checked section as a dict (what the provenance records)."""
+    return analysis_settings(cfg).to_dict()
 
 
 def run_analysis(
-    pairs: list[dict], feedback: dict[str, list[dict]], pm_rows: list[dict], cfg: dict[str, Any] | None = None
+    pairs: list[dict], feedback: dict[str, list[dict]], pm_rows: list[dict], cfg: AnalysisSettings | dict | None = None
 ) -> dict[str, dict[str, Any]]:
     """Every output (without provenance), keyed like FILES."""
-    cfg = merge_config(cfg)
+    cfg = analysis_settings(cfg)
     data = Data(pairs, feedback, pm_rows)
-    principles = cfg["principles"]
+    principles = cfg.principles
     missing = [p for p in principles if not data.has_feedback(p)]
     if missing:
         raise ValueError(f"no feedback for principle(s) {missing}")
     stats = zscore_stats(data, principles)
     weights = compute_weights(data, cfg, stats)
-    ceiling = fit_ceiling(data, principles, cfg["max_iter"], cfg["l2_C"])
+    ceiling = fit_ceiling(data, principles, cfg.max_iter, cfg.l2_C)
     weights["multi_pm_ceiling"] = ceiling
-    pm_principles = [p for p in [*principles, *cfg["baselines"]] if len(data.with_scores(data.ids("test"), [p]))]
+    pm_principles = [p for p in [*principles, *cfg.baselines] if len(data.with_scores(data.ids("test"), [p]))]
     return {
         "weights": weights,
         "A": figure_a(data, pm_principles),
@@ -399,14 +403,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-dir", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = merge_config(json.loads(args.config_json))
-    names = [q for q in [*cfg["principles"], *cfg["baselines"]] if (args.feedback_dir / f"{q}.jsonl").is_file()]
+    settings = analysis_settings(json.loads(args.config_json))  # typed once, at the entry
+    cfg = settings.to_dict()  # the merged section, as the provenance recorded it
+    names = [q for q in [*settings.principles, *settings.baselines] if (args.feedback_dir / f"{q}.jsonl").is_file()]
     feedback = {q: read_jsonl(args.feedback_dir / f"{q}.jsonl") for q in names}
-    outputs = run_analysis(read_jsonl(args.pairs), feedback, read_jsonl(args.pm_scores), cfg)
+    outputs = run_analysis(read_jsonl(args.pairs), feedback, read_jsonl(args.pm_scores), settings)
     prov = provenance(
         tier=args.tier,
         config=cfg,
-        seed=cfg["seed"],
+        seed=settings.seed,
         inputs={
             "pairs_sha256": sha256_file(args.pairs),
             "pm_scores_sha256": sha256_file(args.pm_scores),
@@ -419,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info(
         "ceiling %.3f; weights (%s): %s",
         outputs["weights"]["multi_pm_ceiling"]["accuracy"] or float("nan"),
-        cfg["weights"],
+        settings.weights,
         {k: round(v, 2) for k, v in outputs["weights"]["weights"].items()},
     )
 

@@ -20,7 +20,8 @@ and only the top k layers + final norm + head per principle. `layers: null` = ev
 Config (`--config-json` over methods/morlaif/config.yaml `defaults.pm`, deep-merged; an unknown key fails): lora {r,
 alpha, dropout, target_modules, layers}, train {per_device_batch_size, grad_accum, epochs, learning_rate,
 lr_scheduler, warmup_steps | warmup_ratio, seed, save_steps, max_length} (alignrepro.training.TrainSettings),
-margin (bool), min_abs_margin (drop feedback with |margin| below it), max_pairs, dtype.
+margin (bool), min_abs_margin (drop feedback with |margin| below it), max_pairs, dtype; parsed once at the step's
+entry (`pm_settings`: methods/morlaif/settings.py PMSettings), `to_dict()` the merged dict model.json records.
 
 `python -m alignrepro.methods.morlaif.pm {train,score} --help`
 """
@@ -39,6 +40,7 @@ from typing import Any
 import torch
 
 from alignrepro.io import atomic_write_json, read_json, read_jsonl, sha256_file, stable_hash, write_jsonl
+from alignrepro.methods.morlaif.settings import PMLoraSettings, PMSettings
 from alignrepro.models import choose_dtype, load_tokenizer, model_identity, read_model_meta
 from alignrepro.training import merge_settings, yaml_defaults
 
@@ -59,6 +61,11 @@ def merge_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """The YAML defaults deep-merged with `cfg` (the effective config is what model.json records); an unknown key
     fails naming the closest valid one."""
     return merge_settings(default_config(), cfg, "morlaif.pm")
+
+
+def pm_settings(cfg: PMSettings | dict[str, Any] | None, where: str = "morlaif.pm") -> PMSettings:
+    """The step's settings, typed once: `cfg` over the YAML defaults (merge_config), parsed as PMSettings."""
+    return cfg if isinstance(cfg, PMSettings) else PMSettings.from_dict(merge_config(cfg), where)
 
 
 # ---------------------------------------------------------------------------------------------------- text
@@ -174,12 +181,13 @@ def resolve_targets(target_modules: str | list[str], layers: torch.nn.ModuleList
     return sorted({n.rsplit(".", 1)[-1] for n, m in layers.named_modules() if isinstance(m, torch.nn.Linear | Conv1D)})
 
 
-def pm_lora_config(lora: dict[str, Any], model):
+def pm_lora_config(lora: PMLoraSettings | dict[str, Any], model):
     from peft import LoraConfig, TaskType
 
+    lora = lora if isinstance(lora, PMLoraSettings) else PMLoraSettings.from_dict(lora)
     pattern, layers = decoder_layers(model)
     n = len(layers)
-    k = lora.get("layers")
+    k = lora.layers
     top = None
     if k is not None and k != "all":
         if not 1 <= int(k) <= n:
@@ -187,10 +195,10 @@ def pm_lora_config(lora: dict[str, Any], model):
         top = list(range(n - int(k), n)) if int(k) < n else None
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,  # adds the "score" head to modules_to_save: one trained head per principle
-        r=lora["r"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=resolve_targets(lora["target_modules"], layers),
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=resolve_targets(lora.target_modules, layers),
         bias="none",
         layers_to_transform=top,
         layers_pattern=pattern if top is not None else None,
@@ -202,25 +210,26 @@ def build_pm_rows(
     pairs: list[dict[str, Any]],
     feedback: list[dict[str, Any]],
     tokenizer,
-    cfg: dict[str, Any],
+    cfg: PMSettings | dict[str, Any],
     split: str = "train",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """RewardTrainer rows {chosen_ids, rejected_ids[, margin]} from the pairs of `split` that have a feedback label."""
-    max_length = cfg["train"]["max_length"]
+    cfg = pm_settings(cfg)
+    max_length = cfg.train.max_length
     labels = {r["id"]: r for r in feedback}
     stats = {"split": split, "pairs": 0, "no_feedback": 0, "below_min_margin": 0, "same_text": 0, "truncated": 0}
     rows = []
     chosen_a = 0
     selected = [p for p in pairs if p["split"] == split]
-    if cfg.get("max_pairs"):
-        selected = sorted(selected, key=lambda p: stable_hash([cfg["train"]["seed"], p["id"]]))[: cfg["max_pairs"]]
+    if cfg.max_pairs:
+        selected = sorted(selected, key=lambda p: stable_hash([cfg.train.seed, p["id"]]))[: cfg.max_pairs]
     for pair in selected:
         fb = labels.get(pair["id"])
         stats["pairs"] += 1
         if fb is None or fb.get("label") is None or fb.get("margin") is None:
             stats["no_feedback"] += 1
             continue
-        if abs(fb["margin"]) < cfg["min_abs_margin"]:
+        if abs(fb["margin"]) < cfg.min_abs_margin:
             stats["below_min_margin"] += 1
             continue
         good, bad = (
@@ -233,28 +242,29 @@ def build_pm_rows(
         full = [token_ids(tokenizer, t) for t in texts]
         stats["truncated"] += sum(len(f) > max_length for f in full)
         row = {"id": pair["id"], "chosen_ids": full[0][-max_length:], "rejected_ids": full[1][-max_length:]}
-        if cfg["margin"]:
+        if cfg.margin:
             row["margin"] = float(abs(fb["margin"]))
         chosen_a += fb["label"] == 1
         rows.append(row)
     stats["examples"] = len(rows)
     stats["chosen_is_a"] = chosen_a
-    if rows and cfg["margin"]:
+    if rows and cfg.margin:
         stats["mean_margin"] = sum(r["margin"] for r in rows) / len(rows)
     return rows, stats
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def build_reward_trainer(model, tok, rows: list[dict[str, Any]], cfg: dict[str, Any], kwargs: dict[str, Any]):
+def build_reward_trainer(model, tok, rows: list[dict[str, Any]], cfg: PMSettings | dict[str, Any], kwargs: dict):
     """TRL RewardTrainer on a fresh LoRA adapter; every TRL default that matters is set explicitly."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    keep = ("chosen_ids", "rejected_ids", "margin") if cfg["margin"] else ("chosen_ids", "rejected_ids")
+    cfg = pm_settings(cfg)
+    keep = ("chosen_ids", "rejected_ids", "margin") if cfg.margin else ("chosen_ids", "rejected_ids")
     data = Dataset.from_list([{k: r[k] for k in keep} for r in rows])
     args = RewardConfig(
         **kwargs,
-        max_length=cfg["train"]["max_length"],  # rows are already left-truncated to it, so TRL filters none
+        max_length=cfg.train.max_length,  # rows are already left-truncated to it, so TRL filters none
         disable_dropout=False,  # keep the configured LoRA dropout (the paper's 0.1); TRL defaults to disabling it
         center_rewards_coefficient=None,
         dataset_num_proc=None,
@@ -263,7 +273,7 @@ def build_reward_trainer(model, tok, rows: list[dict[str, Any]], cfg: dict[str, 
         eval_strategy="no",
     )
     return RewardTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tok, peft_config=pm_lora_config(cfg["lora"], model)
+        model=model, args=args, train_dataset=data, processing_class=tok, peft_config=pm_lora_config(cfg.lora, model)
     )
 
 
@@ -272,7 +282,7 @@ def train_pm(
     pairs_path: Path,
     feedback_path: Path,
     principle: str,
-    cfg: dict[str, Any],
+    cfg: PMSettings | dict[str, Any],
     wandb_cfg: dict[str, Any],
     tier: str,
     out: Path,
@@ -290,21 +300,21 @@ def train_pm(
         trainer_kwargs,
     )
 
-    cfg = merge_config(cfg)
-    train = cfg["train"]
+    settings = pm_settings(cfg)  # typed once; a typo or a bad value fails here, before a model is loaded
+    cfg, train = settings.to_dict(), settings.train  # cfg: the merged dict, as model.json always recorded it
     tok = load_pm_tokenizer(base_dir)
-    rows, stats = build_pm_rows(read_jsonl(pairs_path), read_jsonl(feedback_path), tok, cfg)
+    rows, stats = build_pm_rows(read_jsonl(pairs_path), read_jsonl(feedback_path), tok, settings)
     if not rows:
         raise ValueError(f"{principle}: no training pair has a feedback label ({stats})")
-    dtype = choose_dtype(cfg["dtype"])
-    set_seed(train["seed"])  # the fresh head's init
+    dtype = choose_dtype(settings.dtype)
+    set_seed(train.seed)  # the fresh head's init
     model = load_seqcls_base(base_dir, dtype, tok.pad_token_id)
     base_name = model_identity(base_dir)["name"]
     run_name = f"PM_{base_name}_{principle}_LoRA"  # the official W&B naming
     use_wandb = setup_wandb(wandb_cfg, out.parent.parent / "wandb", group=f"morlaif-{tier}-pm")
-    settings = TrainSettings.from_dict(train, run=run_name)
-    kwargs = trainer_kwargs(settings, out, len(rows), dtype, run_name=run_name, use_wandb=use_wandb)
-    trainer = build_reward_trainer(model, tok, rows, cfg, kwargs)
+    train_settings = TrainSettings.from_dict(train.to_dict(), run=run_name)
+    kwargs = trainer_kwargs(train_settings, out, len(rows), dtype, run_name=run_name, use_wandb=use_wandb)
+    trainer = build_reward_trainer(model, tok, rows, settings, kwargs)
 
     trainer.add_callback(DivergenceGuard(run_name))
     identity = {"step": "morlaif.pm", "principle": principle, "cfg": cfg, "rows": stable_hash(rows, 64)}
@@ -333,10 +343,10 @@ def train_pm(
         "base_identity": model_identity(base_dir),
         "adapter": "adapter",
         "pad_token": tok.pad_token,
-        "max_length": train["max_length"],
+        "max_length": train.max_length,
         "num_layers": len(layers),
         "lora": cfg["lora"],
-        "margin": cfg["margin"],
+        "margin": settings.margin,
         "train_metrics": result.metrics,
         "log_history": history,
         "data": stats,
@@ -346,7 +356,7 @@ def train_pm(
         "pairs_sha256": sha256_file(pairs_path),
         "feedback_sha256": sha256_file(feedback_path),
         "config": cfg,
-        "provenance": provenance(tier=tier, config=cfg, seed=train["seed"], principle=principle),
+        "provenance": provenance(tier=tier, config=cfg, seed=train.seed, principle=principle),
     }
     return finish_model_dir(out, ("adapter",), meta)  # model.json last: its presence means the PM is complete
 

@@ -1,16 +1,20 @@
-"""MORLAIF's step settings, typed: the PPO section (`morlaif.ppo`, read by ppo.py) and the feedback model's spec
-(the evals.judges entry `morlaif.feedback.model` names plus the use's options, read by feedback.py). Each step
-parses its section once at its entry; the objects travel through the step, and `to_dict()` gives back the section
-as it was recorded before (model.json `config`, provenance config hashes).
+"""MORLAIF's step settings, typed: the PPO section (`morlaif.ppo`, read by ppo.py), the feedback model's spec
+(the evals.judges entry `morlaif.feedback.model` names plus the use's options, read by feedback.py), the preference
+models' section (`morlaif.pm`, read by pm.py) and the analysis section (`morlaif.analysis`, read by analysis.py).
+Each step parses its section once at its entry; the objects travel through the step, and `to_dict()` gives back the
+section as it was recorded before (model.json `config`, provenance config hashes).
 
-No paper defaults here: they are methods/morlaif/config.yaml `defaults:` (ppo.resolve_config merges them in first).
+No paper defaults here: they are methods/morlaif/config.yaml `defaults:` (ppo.resolve_config, pm.merge_config and
+analysis.merge_config merge them in first). Light on purpose (no torch, no transformers): the feedback step imports
+this module, so the PM's `train` section is its own class here and pm.py builds the engine's TrainSettings from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from alignrepro.methods.morlaif.principles import BASELINES, PRINCIPLES
 from alignrepro.settings import LoraSettings, Settings, SettingsError, check_choice, check_positive
 
 LR_SCHEDULERS = (
@@ -191,3 +195,109 @@ class FeedbackSettings(Settings):
     def backend_kwargs(self) -> dict[str, Any]:
         """The backend constructor's arguments: what the spec gives, the use's options left out."""
         return {k: v for k, v in self.to_dict().items() if k != "backend" and k not in USE_KEYS}
+
+
+@dataclass(frozen=True)
+class PMLoraSettings(LoraSettings):
+    """A preference model's LoRA adapter: the policy's keys plus `layers` (pm.pm_lora_config reads it)."""
+
+    SECTION: ClassVar[str] = "morlaif.pm.lora"
+
+    layers: int | Literal["all"] | None = field(
+        default=None, metadata={"help": "LoRA on the top k decoder layers only (None or 'all': every layer)"}
+    )
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if isinstance(self.layers, int):
+            check_positive(where, "layers", self.layers)
+        targets = self.target_modules
+        if isinstance(targets, str) and targets.lower() != "all-linear":
+            raise SettingsError(f"{where}.target_modules: {targets!r} (expected module names or 'all-linear')")
+
+
+@dataclass(frozen=True)
+class PMTrainSettings(Settings):
+    """Reward-model training: the keys of alignrepro.training.TrainSettings a PM reads (pm.py builds that from
+    `to_dict()`; kept here so that this module never imports transformers)."""
+
+    WHAT: ClassVar[str] = "PM training setting"
+    SECTION: ClassVar[str] = "morlaif.pm.train"
+
+    per_device_batch_size: int = field(metadata={"help": "pairs per device step (> 0)"})
+    grad_accum: int = field(metadata={"help": "gradient accumulation steps (> 0)"})
+    epochs: float = field(metadata={"help": "passes over the pairs (> 0)"})
+    learning_rate: float = field(metadata={"help": "peak learning rate (> 0)"})
+    lr_scheduler: str = field(metadata={"help": "transformers scheduler name"})
+    save_steps: int = field(metadata={"help": "checkpoint every N optimizer steps (> 0)"})
+    max_length: int = field(metadata={"help": "tokens per (prompt + response), left-truncated (> 0)"})
+    seed: int = field(metadata={"help": "training seed (the rules give the run's)"})
+    warmup_steps: int | None = field(default=None, metadata={"help": "warm-up steps (None: warmup_ratio)"})
+    warmup_ratio: float | None = field(default=None, metadata={"help": "warm-up share (when warmup_steps is None)"})
+
+    def check(self, where: str) -> None:
+        for key in ("per_device_batch_size", "grad_accum", "epochs", "learning_rate", "save_steps", "max_length"):
+            check_positive(where, key, getattr(self, key))
+        check_choice(where, "lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        check_positive(where, "warmup_steps", self.warmup_steps, inclusive=True)
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio <= 1:
+            raise SettingsError(f"{where}.warmup_ratio: {self.warmup_ratio!r} (expected a number in [0, 1])")
+        if self.warmup_steps is None and self.warmup_ratio is None:
+            raise SettingsError(f"{where}: give warmup_steps or warmup_ratio")
+
+
+@dataclass(frozen=True)
+class PMSettings(Settings):
+    """One preference model per principle (pm.train_pm): the YAML section (pm.merge_config: defaults merged) plus the
+    run's dtype."""
+
+    WHAT: ClassVar[str] = "PM setting"
+    SECTION: ClassVar[str] = "morlaif.pm"
+    RUN_SUPPLIED: ClassVar[tuple[str, ...]] = ("dtype",)  # the rules add it; not a key of the paper's schema
+
+    lora: PMLoraSettings = field(metadata={"help": "the PM's LoRA adapter"})
+    train: PMTrainSettings = field(metadata={"help": "reward-model training"})
+    margin: bool = field(metadata={"help": "use the feedback margin in the Bradley-Terry loss"})
+    min_abs_margin: float = field(metadata={"help": "drop feedback with |margin| below it (>= 0)"})
+    max_pairs: int | None = field(metadata={"help": "cap on training pairs, a seeded draw (None: all)"})
+    dtype: str = field(metadata={"help": "weights dtype (the run's)"})
+
+    def check(self, where: str) -> None:
+        check_positive(where, "min_abs_margin", self.min_abs_margin, inclusive=True)
+        check_positive(where, "max_pairs", self.max_pairs)
+
+
+WEIGHT_MODES = ("pm_regression", "feedback_regression", "uniform")
+AGREEMENT_SPLITS = ("all", "train", "test")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings(Settings):
+    """Principle weights and figures A, F, G (analysis.run_analysis): the YAML section (analysis.merge_config:
+    defaults merged) plus the run's seed."""
+
+    WHAT: ClassVar[str] = "analysis setting"
+    SECTION: ClassVar[str] = "morlaif.analysis"
+    RUN_SUPPLIED: ClassVar[tuple[str, ...]] = ("seed",)
+
+    principles: list[str] = field(metadata={"help": "principles analysed (weights, figures A, F, G)"})
+    baselines: list[str] = field(metadata={"help": "single-PM baselines analysed: cai, hhh"})
+    weights: str = field(metadata={"help": "how weights.json's weights are fitted: " + ", ".join(WEIGHT_MODES)})
+    agreement_split: str = field(metadata={"help": "pairs of figure F's agreement: all, train or test"})
+    max_iter: int = field(metadata={"help": "logistic-regression iterations (> 0)"})
+    l2_C: float | None = field(metadata={"help": "L2 inverse strength (> 0; None: un-penalised)"})
+    seed: int = field(metadata={"help": "the run's seed (recorded; the fits are deterministic)"})
+
+    def check(self, where: str) -> None:
+        check_choice(where, "weights", self.weights, WEIGHT_MODES)
+        check_choice(where, "agreement_split", self.agreement_split, AGREEMENT_SPLITS)
+        check_positive(where, "max_iter", self.max_iter)
+        check_positive(where, "l2_C", self.l2_C)
+        for key, known in (("principles", PRINCIPLES), ("baselines", BASELINES)):
+            names = getattr(self, key)
+            for name in names:
+                check_choice(where, key, name, tuple(known))
+            if len(set(names)) != len(names):
+                raise SettingsError(f"{where}.{key}: {names!r} names a principle twice")
+        if not self.principles:
+            raise SettingsError(f"{where}.principles: empty (expected at least one principle)")

@@ -16,7 +16,8 @@ Writes OUT_DIR/{train,test}.jsonl (rows {"id","kind","messages","source"[,"refer
 
 --data-json keys (defaults: methods/mote/config.yaml `defaults.data`): source, n_train, n_test, harmful_frac, hh_path,
 hh_revision, hh_harmful, hh_helpful, hh_file, max_query_chars, open_split, safety_prompts_dir,
-exclude_shared_eval_from_train.
+exclude_shared_eval_from_train; parsed once at the entry (`query_settings`: settings.py QuerySettings), its
+`to_dict()` the merged dict the manifest records.
 
 CLI: `python -m alignrepro.methods.mote.queries --data-json '{"source": "pool", "n_train": 64, "n_test": 32}'
       --seed 0 --out-dir results/mote/tiny/data --tier tiny`
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.io import atomic_write_json, read_jsonl, sha256_file, stable_hash, write_jsonl
+from alignrepro.methods.mote.settings import QuerySettings
 from alignrepro.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ def merged_config(cfg: dict[str, Any]) -> dict[str, Any]:
     from alignrepro.training import merge_settings
 
     return merge_settings(defaults(), cfg, "mote.data")
+
+
+def query_settings(cfg: QuerySettings | dict[str, Any]) -> QuerySettings:
+    """The step's settings, typed once: `cfg` over the YAML defaults (merged_config), parsed as QuerySettings."""
+    return cfg if isinstance(cfg, QuerySettings) else QuerySettings.from_dict(merged_config(cfg), "mote.data")
 
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")
@@ -97,13 +104,13 @@ def truncate_turns(messages: list[dict[str, str]], max_chars: int | None) -> lis
     return messages
 
 
-def load_hh_subset(cfg: dict[str, Any], subset: str, split: str) -> tuple[list[Row], dict[str, Any]]:
+def load_hh_subset(cfg: QuerySettings, subset: str, split: str) -> tuple[list[Row], dict[str, Any]]:
     """Parsed rows of one HH-RLHF subset/split; dialogue-level duplicates dropped (first kept)."""
     import datasets  # lazy: slow to import and only the full tier needs it
 
     from alignrepro.data.hub import resolve_data_file
 
-    where = resolve_data_file(cfg["hh_path"], cfg["hh_file"].format(subset=subset, split=split), cfg["hh_revision"])
+    where = resolve_data_file(cfg.hh_path, cfg.hh_file.format(subset=subset, split=split), cfg.hh_revision)
     ds = datasets.load_dataset("json", data_files=where, split="train")
     if "chosen" not in ds.column_names:
         raise ValueError(f"{where}: missing field 'chosen' (fields present: {sorted(ds.column_names)})")
@@ -114,7 +121,7 @@ def load_hh_subset(cfg: dict[str, Any], subset: str, split: str) -> tuple[list[R
             n_bad += 1
             continue
         messages, reference = parsed
-        messages = truncate_turns(messages, cfg["max_query_chars"])
+        messages = truncate_turns(messages, cfg.max_query_chars)
         key = query_key(messages)
         if key in seen:
             n_dup += 1
@@ -129,12 +136,12 @@ def load_hh_subset(cfg: dict[str, Any], subset: str, split: str) -> tuple[list[R
     return rows, info
 
 
-def build_hh(cfg: dict[str, Any], seed: int) -> tuple[dict[str, list[Row]], dict[str, Any]]:
-    counts = split_counts(cfg)
+def build_hh(cfg: QuerySettings, seed: int) -> tuple[dict[str, list[Row]], dict[str, Any]]:
+    counts = cfg.split_counts()
     splits: dict[str, list[Row]] = {"train": [], "test": []}
     files: dict[str, Any] = {}
     for kind in KINDS:
-        subset = cfg["hh_harmful"] if kind == "harmful" else cfg["hh_helpful"]
+        subset = cfg.hh_harmful if kind == "harmful" else cfg.hh_helpful
         test_pool, files[f"{subset}/test"] = load_hh_subset(cfg, subset, "test")
         train_pool, files[f"{subset}/train"] = load_hh_subset(cfg, subset, "train")
         test = _draw(test_pool, counts["test"][kind], f"{seed}/{kind}/test", f"{subset}/test")
@@ -143,7 +150,7 @@ def build_hh(cfg: dict[str, Any], seed: int) -> tuple[dict[str, list[Row]], dict
         train = _draw(train_pool, counts["train"][kind], f"{seed}/{kind}/train", f"{subset}/train")
         splits["test"] += [{**r, "kind": kind} for r in test]
         splits["train"] += [{**r, "kind": kind} for r in train]
-    data = {"hh_rlhf": {"path": cfg["hh_path"], "revision": cfg["hh_revision"], "licence": "MIT", "files": files}}
+    data = {"hh_rlhf": {"path": cfg.hh_path, "revision": cfg.hh_revision, "licence": "MIT", "files": files}}
     return splits, data
 
 
@@ -155,7 +162,7 @@ def _draw(pool: list[Row], n: int, seed: str, where: str) -> list[Row]:
 
 
 # --------------------------------------------------------------------------------------------------------- pool
-def pool_candidates(cfg: dict[str, Any]) -> dict[str, list[Row]]:
+def pool_candidates(cfg: QuerySettings) -> dict[str, list[Row]]:
     """Candidates per kind, in a fixed order (sorted by id), de-duplicated by text across the whole pool."""
     from alignrepro.data.shipped import load_open_instructions
     from alignrepro.evals.safety.prompts import load_benign_mtbench, load_do_not_answer, load_harmbench
@@ -163,8 +170,8 @@ def pool_candidates(cfg: dict[str, Any]) -> dict[str, list[Row]]:
     harmful = [(r["id"], r["prompt"], r["pool"]) for r in load_do_not_answer() + load_harmbench()]
     helpful = [(r["id"], r["prompt"], r["pool"]) for r in load_benign_mtbench()]
     helpful += [(r.id, r.prompt_text, f"open_instructions/{r.meta.get('split')}") for r in load_open_instructions()]
-    if cfg["open_split"] is not None:
-        helpful = [h for h in helpful if not h[2].startswith("open_instructions/") or h[2].endswith(cfg["open_split"])]
+    if cfg.open_split is not None:
+        helpful = [h for h in helpful if not h[2].startswith("open_instructions/") or h[2].endswith(cfg.open_split)]
     out: dict[str, list[Row]] = {}
     seen: set[str] = set()
     for kind, items in (("harmful", harmful), ("helpful", helpful)):
@@ -179,22 +186,13 @@ def pool_candidates(cfg: dict[str, Any]) -> dict[str, list[Row]]:
     return out
 
 
-def split_counts(cfg: dict[str, Any]) -> dict[str, dict[str, int]]:
-    out = {}
-    for split in ("train", "test"):
-        n = int(cfg[f"n_{split}"])
-        n_harm = round(n * float(cfg["harmful_frac"]))
-        out[split] = {"harmful": n_harm, "helpful": n - n_harm}
-    return out
-
-
 def build_pool(
-    cfg: dict[str, Any], seed: int, exclude_from_train: set[str] = frozenset()
+    cfg: QuerySettings, seed: int, exclude_from_train: set[str] = frozenset()
 ) -> tuple[dict[str, list[Row]], dict[str, Any]]:
     from alignrepro.data.packages import provenance_of
     from alignrepro.data.shipped import OPEN_INSTRUCTIONS
 
-    counts = split_counts(cfg)
+    counts = cfg.split_counts()
     cands = pool_candidates(cfg)
     splits: dict[str, list[Row]] = {"train": [], "test": []}
     for kind in KINDS:
@@ -258,23 +256,20 @@ def shared_eval_ids(safety_dir: Path) -> dict[str, set[str]]:
 
 
 # --------------------------------------------------------------------------------------------------------- main
-def build_queries(cfg: dict[str, Any], seed: int) -> tuple[dict[str, list[Row]], dict[str, Any]]:
-    cfg = merged_config(cfg)
-    if cfg["source"] == "hh_rlhf":
+def build_queries(cfg: QuerySettings | dict[str, Any], seed: int) -> tuple[dict[str, list[Row]], dict[str, Any]]:
+    """The splits and what the manifest records: `config`, the merged section as a dict (QuerySettings.to_dict)."""
+    cfg = query_settings(cfg)  # a typo or a bad value fails here, naming its key
+    if cfg.source == "hh_rlhf":
         splits, data = build_hh(cfg, seed)
-    elif cfg["source"] == "pool":
+    else:  # "pool" (QuerySettings allows no other source)
         exclude: set[str] = set()
-        if cfg["exclude_shared_eval_from_train"]:
-            if not cfg["safety_prompts_dir"]:
-                raise ValueError("exclude_shared_eval_from_train needs safety_prompts_dir")
-            exclude = set().union(*shared_eval_ids(Path(cfg["safety_prompts_dir"])).values())
+        if cfg.exclude_shared_eval_from_train:  # QuerySettings.check: safety_prompts_dir is given
+            exclude = set().union(*shared_eval_ids(Path(cfg.safety_prompts_dir)).values())
         splits, data = build_pool(cfg, seed, exclude)
-    else:
-        raise ValueError(f"data.source must be 'hh_rlhf' or 'pool', not {cfg['source']!r}")
     train_keys = {query_key(r["messages"]) for r in splits["train"]}
     assert not {r["id"] for r in splits["train"]} & {r["id"] for r in splits["test"]}
     assert not train_keys & {query_key(r["messages"]) for r in splits["test"]}
-    info = {"config": cfg, "data": data}
+    info = {"config": cfg.to_dict(), "data": data}
     return splits, info
 
 
@@ -284,10 +279,10 @@ def write_queries(out_dir: Path, splits: dict[str, list[Row]], info: dict[str, A
     for split, rows in splits.items():
         write_jsonl(out_dir / f"{split}.jsonl", rows)
         files[split] = {"file": f"{split}.jsonl", "sha256": sha256_file(out_dir / f"{split}.jsonl")}
-    cfg = info["config"]
+    cfg, settings = info["config"], query_settings(info["config"])  # the recorded dict and its typed view
     manifest = {
-        "what": "MoTE queries (stand-in pool at tiny/ci, not HH-RLHF)" if cfg["source"] == "pool" else "MoTE queries",
-        "source": cfg["source"],
+        "what": "MoTE queries (stand-in pool at tiny/ci, not HH-RLHF)" if settings.source == "pool" else "MoTE queries",
+        "source": settings.source,
         "params": {**cfg, "seed": seed},
         "ids": {split: [r["id"] for r in rows] for split, rows in splits.items()},
         "counts": {
@@ -301,7 +296,7 @@ def write_queries(out_dir: Path, splits: dict[str, list[Row]], info: dict[str, A
         "files": files,
         "data": info["data"],
         "overlap_with_shared_safety_pools": overlap_report(
-            splits, Path(cfg["safety_prompts_dir"]) if cfg["safety_prompts_dir"] else None
+            splits, Path(settings.safety_prompts_dir) if settings.safety_prompts_dir else None
         ),
         "provenance": provenance(tier=tier, config=cfg, seed=seed, queries_hash=stable_hash(manifest_ids(splits), 64)),
     }

@@ -1,13 +1,14 @@
-"""MoTE's chain settings, typed: `mote.chains.generation` and `mote.baseline_generation` (chains, the baselines'
+"""MoTE's step settings, typed. `mote.chains.generation` and `mote.baseline_generation` (chains, the baselines'
 data, the prompting rows, the baselines' answers) are one section type, the engine's generation spec plus what the
 chain runner itself reads. Parsed once at each step's entry (`ChainSettings.from_dict`, after chains.merged_spec
 filled in the YAML defaults); `to_dict()` is the merged section, as the summaries and provenance record it.
+`mote.data` (the train / test queries, queries.py) is `QuerySettings`, parsed likewise after queries.merged_config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from alignrepro.generation_spec import GenerationSpec
 from alignrepro.settings import Settings, SettingsError, check_choice, check_positive, closest_key
@@ -73,3 +74,51 @@ class ChainSettings(Settings):
     def to_dict(self) -> dict[str, Any]:
         """The section as merged: the chain keys and the generation spec's, one flat mapping."""
         return {**super().to_dict(), **self.generation.to_dict()}
+
+
+@dataclass(frozen=True)
+class QuerySettings(Settings):
+    """The train / test queries (queries.build_queries): HH-RLHF (full) or the offline harmful/helpful pool. No paper
+    defaults here: they are methods/mote/config.yaml `defaults.data` (queries.merged_config merges them in first)."""
+
+    WHAT: ClassVar[str] = "data setting"
+    SECTION: ClassVar[str] = "mote.data"
+
+    source: Literal["hh_rlhf", "pool"] = field(metadata={"help": "hh_rlhf (HH-RLHF) or pool (the offline prompts)"})
+    n_train: int = field(metadata={"help": "train queries, both kinds (>= 2)"})
+    n_test: int = field(metadata={"help": "test queries, both kinds (>= 2)"})
+    harmful_frac: float = field(metadata={"help": "share of harmful queries, in [0, 1]"})
+    hh_path: str = field(metadata={"help": "hh_rlhf: hub id or local folder in the hub's layout"})
+    hh_revision: str | None = field(metadata={"help": "hh_rlhf: hub revision (None: the default branch)"})
+    hh_harmful: str = field(metadata={"help": "hh_rlhf: subset of the harmful queries"})
+    hh_helpful: str = field(metadata={"help": "hh_rlhf: subset of the helpful queries"})
+    hh_file: str = field(metadata={"help": "hh_rlhf: file pattern with {subset} and {split}"})
+    max_query_chars: int | None = field(metadata={"help": "drop a dialogue's earliest turns above it (None: keep)"})
+    open_split: str | None = field(metadata={"help": "pool: split of the shipped open instructions (None: all)"})
+    safety_prompts_dir: str | None = field(metadata={"help": "evals.safety.prompts output (overlap report)"})
+    exclude_shared_eval_from_train: bool = field(metadata={"help": "pool: keep the shared safety prompts out of train"})
+
+    def check(self, where: str) -> None:
+        for key in ("n_train", "n_test"):
+            check_positive(where, key, getattr(self, key), minimum=2, inclusive=True)
+        if not 0 <= self.harmful_frac <= 1:
+            raise SettingsError(f"{where}.harmful_frac: {self.harmful_frac!r} (expected a number in [0, 1])")
+        check_positive(where, "max_query_chars", self.max_query_chars)
+        for key in ("hh_path", "hh_harmful", "hh_helpful", "hh_file"):
+            if not getattr(self, key):
+                raise SettingsError(f"{where}.{key}: empty (expected a non-empty string)")
+        try:
+            self.hh_file.format(subset="s", split="s")
+        except (KeyError, IndexError, ValueError) as e:
+            msg = f"{where}.hh_file: {self.hh_file!r} (expected a pattern of {{subset}} and {{split}}; {e!r})"
+            raise SettingsError(msg) from None
+        if self.source == "pool" and self.exclude_shared_eval_from_train and not self.safety_prompts_dir:
+            raise SettingsError(f"{where}: exclude_shared_eval_from_train needs safety_prompts_dir")
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """Queries per split and kind: round(n * harmful_frac) harmful, the rest helpful."""
+        out = {}
+        for split, n in (("train", self.n_train), ("test", self.n_test)):
+            n_harm = round(n * float(self.harmful_frac))
+            out[split] = {"harmful": n_harm, "helpful": n - n_harm}
+        return out
