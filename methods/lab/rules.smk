@@ -243,7 +243,7 @@ rule lab_train:
         f"{LAB_R}/logs/train_{{phase}}.log",
     benchmark:
         f"{LAB_R}/benchmarks/train_{{phase}}.tsv"
-    threads: config["threads"]
+    threads: LAB["train_threads"] or config["threads"]
     resources: **res("train")
     shell:
         "{PY} -m alignrepro.methods.lab.train --start-model $(dirname {input.start}) --data {input.data} "
