@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.errors import UserError
+from alignrepro.reporting import plot_value
 
 VERDICTS = ("holds", "reversed", "inconclusive", "untestable")
 Z95, Z80 = 1.959964, 0.841621  # two-sided 95 % and 80 % power: MDE = (Z95 + Z80) * SE
@@ -152,13 +153,9 @@ def judge_names(claims: dict[str, Any], config: dict[str, Any]) -> list[str]:
 
 
 def _num(x: Any) -> float | None:
-    if x is None or x == "":
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    """A table cell as a finite number, or None (missing, not a number, infinite)."""
+    v = plot_value(x)
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _ci(x: Any) -> list[float] | None:
