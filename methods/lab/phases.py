@@ -199,7 +199,7 @@ def write_phases(
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     out = {}
-    for phase in (*phases, STACKED) if not knowledge_only else phases:
+    for phase in plan["ids"]:  # the planned phases, and the stacked set unless knowledge_only
         if phase in known:
             out[phase] = known[phase]
             continue
