@@ -4,6 +4,7 @@ that cannot be built fails naming its file), and a folder row trains through the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -90,3 +91,18 @@ def test_a_folder_row_with_its_own_builder_trains(ci_model, tmp_path):
     cut_train.main(_args(ci_model, triplets, out, method="my_ipo", extra=extra))
     meta = read_json(out / "model.json")
     assert meta["row"]["config"] == {"loss_type": ["ipo"]} and meta["data"]["n_examples"] == 2
+
+
+def test_cut_shared_evals_picks_the_leaderboard_models_and_a_row_folder_always_joins(tmp_path):
+    from workflow import smk
+
+    rows = _user_row(tmp_path)
+    args = ("evals_leaderboard", "-n", "-p", "--config", "tier=ci", f"row_dirs=[{rows}]")
+    res = smk(tmp_path / "w", *args, "cut={shared_evals: [cut]}", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    keys = set(re.findall(r"answers/(cut/\w+)/alpacaeval\.jsonl", out))
+    assert keys == {"cut/cut", "cut/my_ipo"}  # the listed model and the user's row; fp, …, cut_iter2 left out
+    bad = smk(tmp_path / "b", *args, "cut={shared_evals: [ilf_dpoo]}", timeout=300)
+    said = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "cut.shared_evals" in said and "ilf_dpoo" in said

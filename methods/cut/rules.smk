@@ -226,11 +226,27 @@ EVAL_JUDGE["cut"] = CUT["eval"]["judge"]  # group -> judge name (evals.judges or
 CUT_CARDS = list(dict.fromkeys(CUT["eval"]["judge"].values()))  # every judge of a CUT number gets its card
 CUT_EVALS = [f"{CUT_R}/eval/{bench}/{base}/{m}.json"
              for base in CUT["bases"] for m in cut_model_ids(base) for bench in ("accuracy", "winrate")]
+
+
+def cut_shared_ids(base):
+    """The models of `base` on the shared leaderboard: `cut.shared_evals` (all, or a list checked here against the
+    run's models), plus every enabled row folder (a user's own row always joins the board)."""
+    ids = [m for m in cut_model_ids(base) if m != "base"]  # the base is registered with its first trained model
+    wanted = CUT["shared_evals"]
+    if wanted == "all":
+        return ids
+    unknown = [m for m in wanted if not any(m in cut_model_ids(b) for b in CUT["bases"]) or m == "base"]
+    if unknown:
+        from alignrepro.config import ConfigError
+
+        raise ConfigError(f"config key 'cut.shared_evals': {unknown} are not models of this run ({', '.join(ids)})")
+    return [m for m in ids if m in wanted or (m in CUT_ROWS and CUT_ROWS[m].folder is not None)]
+
+
 for _b in CUT["bases"]:
-    for _m in cut_model_ids(_b):
-        if _m != "base":  # the base is registered with its first trained model
-            register_shared_model(f"cut/{_m}" if len(CUT["bases"]) == 1 else f"cut/{_b}-{_m}", cut_model_dir(_b, _m),
-                                  _b, "cut", _m)
+    for _m in cut_shared_ids(_b):
+        register_shared_model(f"cut/{_m}" if len(CUT["bases"]) == 1 else f"cut/{_b}-{_m}", cut_model_dir(_b, _m),
+                              _b, "cut", _m)
 CUT_TRAINED = [f"{cut_model_dir(base, m)}/model.json" for base in CUT["bases"] for m in cut_model_ids(base)
                if m != "base"]
 
