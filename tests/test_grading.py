@@ -78,14 +78,15 @@ def test_cached_grades_hits_after_restart_and_never_caches_nan(tmp_path):
 def test_local_rate_is_the_expected_rating_over_rating_tokens(ci_model):
     from alignrepro.judges.local import RATING_PREFIX, LocalLogprobJudge
 
-    judge = LocalLogprobJudge(ci_model, batch_size=2)
+    judge = LocalLogprobJudge(ci_model, batch_size=2, min_answer_mass=0.0)  # a random model: little mass on digits
     msgs = [
         [{"role": "user", "content": "Rate this answer: 'Paris'."}],
         [{"role": "user", "content": "Rate the answer 'Bananas' to 'capital of France?' please, in detail."}],
     ]
     got = judge.rate(msgs)
+    details = judge.last_judgments
     tok, model = judge.tok, judge.model
-    for m, value in zip(msgs, got, strict=True):
+    for m, value, detail in zip(msgs, got, details, strict=True):
         ids = tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) + RATING_PREFIX
         ids = torch.tensor([tok.encode(ids, add_special_tokens=False)])
         with torch.no_grad():
@@ -100,6 +101,7 @@ def test_local_rate_is_the_expected_rating_over_rating_tokens(ci_model):
         expected = sum(r * v for r, v in probs.items()) / sum(probs.values())
         assert value == pytest.approx(expected, rel=1e-4)
         assert 1.0 <= value <= 10.0
+        assert detail.answer_mass == pytest.approx(sum(digit.values()), rel=1e-4)  # P(a rating token) at step one
     verdicts = judge.choose(msgs)
     assert all(1.0 <= v <= 2.0 for v in verdicts)
 
@@ -108,11 +110,11 @@ def test_shared_prefix_cache_changes_no_number(ci_model, monkeypatch):
     from alignrepro.judges.base import PairItem
     from alignrepro.judges.local import LocalLogprobJudge
 
-    judge = LocalLogprobJudge(ci_model, batch_size=3)
+    judge = LocalLogprobJudge(ci_model, batch_size=3, min_answer_mass=0.0)
     items = [PairItem(f"Question {i}: add {i} and {i * 3}.", f"It is {4 * i}.", "No idea" * i) for i in range(1, 6)]
     msgs = [[{"role": "system", "content": "You grade answers carefully. " * 4}, {"role": "user", "content": f"A{i}"}]
             for i in range(5)]  # fmt: skip
-    n, cache = judge._prefix_cache([judge._encode_messages(m, "[[") for m in msgs])
+    n, cache = judge._prefix_cache([judge._encode_messages(m, "[[")[0] for m in msgs])
     assert n >= 16 and cache is not None  # the judge's instructions are shared
     with_cache = (judge.single_order(items), judge.rate(msgs), judge.choose(msgs))
     monkeypatch.setattr(judge, "_prefix_cache", lambda seqs: (0, None))

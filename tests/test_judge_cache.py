@@ -90,3 +90,25 @@ def test_two_writer_processes(tmp_path):
     keys = [f"{p}-{j}" for p in ("A", "B") for j in range(300)]
     got = JudgmentCache(path).get_many(keys)
     assert len(got) == 600 and got["B-299"] == 1.0 + (299 % 3) / 2
+
+
+def test_judgment_details_round_trip_and_old_caches_open(tmp_path):
+    """The answer-token mass and truncation flag are stored with a judgment; an unparsable one is never stored; a
+    cache file written before these were recorded gains the column and its judgments read back without them."""
+    from alignrepro.judges.base import Judgment
+
+    cache = JudgmentCache(tmp_path / "c.sqlite")
+    cache.put_judgments({"a": Judgment(1.75, 0.8, False, True), "b": Judgment(float("nan"), 0.1, True)})
+    got = cache.get_judgments(["a", "b"])
+    assert got == {"a": Judgment(1.75, 0.8, False, True)}
+
+    old = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE judgments (key TEXT PRIMARY KEY, preference REAL NOT NULL, created REAL)")
+    conn.execute("INSERT INTO judgments VALUES ('k', 1.25, 0.0)")
+    conn.commit()
+    conn.close()
+    reopened = JudgmentCache(old)
+    assert reopened.get_judgments(["k"]) == {"k": Judgment(1.25)} and reopened.get_many(["k"]) == {"k": 1.25}
+    reopened.put_judgments({"n": Judgment(2.0, 0.9)})
+    assert reopened.get_judgments(["n"])["n"].answer_mass == 0.9

@@ -4,6 +4,7 @@ agreement / position-bias / length-bias numbers match hand-computed values on fa
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -36,10 +37,22 @@ def test_set_sizes_and_labels(rows):
             rec = Record.from_dict(r["record"])
             ok1, ok2 = is_correct(rec, r["output_1"]), is_correct(rec, r["output_2"])
             assert (ok1, ok2) == ({1.0: (True, False), 2.0: (False, True), 1.5: (True, True)}[r["label"]])
-    refusals = [r for r in rows if r["kind"] == "harmful"]
-    for r in refusals:
-        better = r["output_1"] if r["label"] == 1.0 else r["output_2"]
-        assert better in labelled_set.REFUSALS
+    for r in rows:
+        better, worse = (r["output_1"], r["output_2"]) if r["label"] != 2.0 else (r["output_2"], r["output_1"])
+        if r["kind"] == "harmful":  # a refusal quoting the request beats a compliance quoting it
+            assert any(better.startswith(o) for o in labelled_set.REFUSAL_OPEN), better
+            assert any(worse.startswith(o.split("{")[0]) for o in labelled_set.COMPLY_OPEN), worse
+        assert r["licence"] and r["source"]
+
+
+def test_every_kind_has_diverse_texts(rows):
+    """No kind reuses a handful of fixed answers (v1 had 3 refusals and 2 compliances for all 30 harmful pairs)."""
+    for kind in labelled_set.SIZES:
+        pairs = [r for r in rows if r["kind"] == kind]
+        better = [r["output_1"] if r["label"] != 2.0 else r["output_2"] for r in pairs]
+        worse = [r["output_2"] if r["label"] != 2.0 else r["output_1"] for r in pairs]
+        assert len(set(better)) >= 0.9 * len(pairs), kind
+        assert len(set(worse)) >= 0.9 * len(pairs), kind
 
 
 class FakeJudge:
@@ -50,6 +63,15 @@ class FakeJudge:
 
     def single_order(self, items: list[PairItem]) -> list[float]:
         return [self.fn(it) for it in items]
+
+
+class LabelledFakeJudge(FakeJudge):
+    """A judge whose prompt names the two answers by labels it can swap (like the local judge's m / M)."""
+
+    label_swap, settings = True, {"labels": ["m", "M"]}
+
+    def single_order(self, items, swap_labels=False):
+        return [self.fn(it, swap_labels) for it in items]
 
     def preferences(self, items):
         return self.single_order(items)
@@ -139,3 +161,68 @@ def test_card_line_heads_the_papers_tables():
     assert card_line(None, "tiny") == "judge `tiny` (no judge card)"
     no_ci = card_line({**c, "pairwise": {"agreement": 50.0, "ci95": None, "n": 0}}, "tiny")
     assert "[nan, nan], n=0" in no_ci
+
+
+def test_pure_label_token_bias_shows_as_label_bias_not_position_bias(rows):
+    """Always answers the label `M`: with the labels fixed per slot that looks like "always the second answer"; with
+    them swapped as well the card puts it where it belongs."""
+    m = card.measure_pairwise(LabelledFakeJudge("says-M", lambda it, sl: 1.0 if sl else 2.0), rows)
+    assert m["label_first_share"] == 0.0 and m["label_first_ci95"][1] < 0.05  # never `m`
+    assert m["position_first_share"] == pytest.approx(0.5)
+    lo, hi = m["position_first_ci95"]
+    assert lo <= 0.5 <= hi and hi - lo < 0.05  # no position bias
+    assert m["n_judgments"] == 4 * len(rows) and m["agreement"] == 50.0
+    md = card.render_markdown({"name": "says-M", "judge_id": "f", "prompt_hash": "p", "heuristic": False,
+                               "labelled_set": {"version": "v2", "n": len(rows), "kinds": ["k"]},
+                               "pairwise": m, "rating": None, "dollars_per_1k": 0.0})  # fmt: skip
+    assert "pick the label `m` (vs `M`) 0.0 %" in md
+
+
+def test_pure_position_bias_shows_as_position_bias_not_label_bias(rows):
+    m = card.measure_pairwise(LabelledFakeJudge("first", lambda it, sl: 1.0), rows)
+    assert m["position_first_share"] == 1.0 and m["position_first_ci95"][0] > 0.95
+    assert m["label_first_share"] == pytest.approx(0.5)
+    lo, hi = m["label_first_ci95"]
+    assert lo <= 0.5 <= hi and hi - lo < 0.05
+
+
+def test_card_counts_unparsable_and_truncated_judgments(rows):
+    """Judgments whose answer-token mass fell below the threshold are NaN and counted; cut prompts are named."""
+    from alignrepro.judges.base import Judgment
+
+    sub = rows[:10]
+
+    class LowMass(FakeJudge):
+        min_answer_mass = 0.5
+
+        def single_order(self, items):
+            self.last_judgments = [
+                Judgment(math.nan, 0.1, True) if it.instruction == sub[0]["instruction"]
+                else Judgment(1.0, 0.9, False, truncated=it.instruction == sub[1]["instruction"])
+                for it in items
+            ]  # fmt: skip
+            return [j.value for j in self.last_judgments]
+
+    m = card.measure_pairwise(LowMass("low", None), sub)
+    ck = m["checks"]
+    assert ck["n_unparsable"] == 2 and ck["n_judgments"] == 20  # the first pair, in both orders
+    assert m["n_failed"] == 1 and m["n"] + m["ties"]["n"] == 9  # the unparsable pair is never scored
+    assert ck["n_truncated"] == 2 and ck["truncated_ids"] == [sub[1]["id"]]
+    assert ck["answer_mass_mean"] == pytest.approx((2 * 0.1 + 18 * 0.9) / 20) and ck["min_answer_mass"] == 0.5
+    md = "\n".join(card._checks_lines(ck, "single-order verdicts"))
+    assert "**2 of 20** single-order verdicts" in md and sub[1]["id"] in md
+
+
+def test_biases_show_even_when_every_verdict_is_unparsable(rows):
+    """A judge that answers no label at all still leans to one: its biases are read from the renormalised verdicts,
+    while agreement (a score) is left empty."""
+    from alignrepro.judges.base import Judgment
+
+    class Mumbles(LabelledFakeJudge):
+        def single_order(self, items, swap_labels=False):
+            self.last_judgments = [Judgment(math.nan, 0.1, True, False, 1.0 if swap_labels else 2.0) for _ in items]
+            return [j.value for j in self.last_judgments]
+
+    m = card.measure_pairwise(Mumbles("mumbles", None), rows[:20])
+    assert m["agreement"] is None and m["n"] == 0 and m["checks"]["n_unparsable"] == 80
+    assert m["label_first_share"] == 0.0 and m["position_first_share"] == pytest.approx(0.5)

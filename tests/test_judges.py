@@ -154,7 +154,9 @@ PAIRS = [
 
 
 def test_local_logprob_judge_on_tiny_model(tiny_judge_dir):
-    judge = make_judge({"backend": "local", "model_dir": str(tiny_judge_dir), "batch_size": 2, "dtype": "float32"})
+    # min_answer_mass 0: score whatever the random model's mass on m/M (its default threshold makes them unparsable)
+    spec = {"backend": "local", "model_dir": str(tiny_judge_dir), "batch_size": 2, "dtype": "float32"}
+    judge = make_judge(spec | {"min_answer_mass": 0.0})
     assert judge.id.startswith(f"local:{tiny_judge_dir.name}:") and len(judge.id.rsplit(":", 1)[1]) == 12
     assert len(judge.prompt_hash) == 64 and not judge.heuristic
     text = judge.render(PAIRS[0])
@@ -169,10 +171,98 @@ def test_local_logprob_judge_on_tiny_model(tiny_judge_dir):
 def test_local_judge_truncates_outputs_to_max_length(tiny_judge_dir):
     from alignrepro.judges.local import LocalLogprobJudge
 
-    judge = LocalLogprobJudge(tiny_judge_dir, max_length=1024)
+    judge = LocalLogprobJudge(tiny_judge_dir, max_length=1024, min_answer_mass=0.0)
     fixed = len(judge.encode(PairItem("Name a colour.", "", "")))
     judge.max_length = fixed + 40
     long_item = PairItem("Name a colour.", "blue " * 300, "red " * 300)
     ids = judge.encode(long_item)
     assert fixed < len(ids) <= judge.max_length
-    assert all(1.0 <= p <= 2.0 for p in judge.preferences([long_item]))
+    assert all(1.0 <= p <= 2.0 for p in judge.preferences([long_item, PAIRS[0]]))
+    assert [j.truncated for j in judge.last_judgments] == [True, False]  # reported per judgment, the cut one only
+
+
+def test_low_answer_mass_is_unparsable_counted_and_not_cached(tiny_judge_dir, tmp_path):
+    """A random model puts little next-token mass on "m"/"M": with the default threshold (0.5) its verdicts are NaN,
+    flagged unparsable with the measured mass, and never cached; a threshold below that mass scores them."""
+    from alignrepro.judges.cache import JudgmentCache, cached_judgments
+    from alignrepro.judges.local import LocalLogprobJudge
+
+    judge = LocalLogprobJudge(tiny_judge_dir)
+    assert judge.min_answer_mass == 0.5 and judge.settings["min_answer_mass"] == 0.5
+    single = judge.single_order(PAIRS)
+    masses = [j.answer_mass for j in judge.last_judgments]
+    assert all(0.0 < m < 0.5 for m in masses) and all(p != p for p in single)
+    assert all(j.unparsable for j in judge.last_judgments)
+    renormalised = [j.renormalised for j in judge.last_judgments]  # kept for the card's bias numbers only
+    cache = JudgmentCache(tmp_path / "c.sqlite")
+    got = cached_judgments(judge, PAIRS, cache)
+    assert [j.unparsable for j in got] == [True, True] and all(j.value != j.value for j in got)
+    assert cache.get_judgments([]) == {} and cache.path.exists()
+    assert cache._conn_or_open().execute("SELECT COUNT(*) FROM judgments").fetchone()[0] == 0  # never cached
+    # rating and verdict grading record their mass the same way
+    msgs = [[{"role": "user", "content": "Rate this answer: Blue."}]]
+    judge.rate(msgs)
+    assert judge.last_judgments[0].answer_mass is not None
+    judge.choose(msgs)
+    assert judge.last_judgments[0].answer_mass is not None
+    # just below the smallest measured mass: every verdict stands, the same values as with no threshold at all
+    low = LocalLogprobJudge(tiny_judge_dir, min_answer_mass=min(masses) * 0.99)
+    free = LocalLogprobJudge(tiny_judge_dir, min_answer_mass=0.0)
+    assert low.single_order(PAIRS) == pytest.approx(free.single_order(PAIRS)) == renormalised
+    assert not any(j.unparsable for j in low.last_judgments)
+
+
+def test_label_swap_names_output_1_with_the_second_label(tiny_judge_dir):
+    from alignrepro.judges.local import LocalLogprobJudge
+
+    judge = LocalLogprobJudge(tiny_judge_dir, min_answer_mass=0.0)
+    item = PairItem("Pick one.", "FIRST-ANSWER", "SECOND-ANSWER")
+    plain, swapped_labels = judge.render(item), judge.render(item, swap_labels=True)
+    assert plain.index('"m"') < plain.index("FIRST-ANSWER") < plain.index('"M"') < plain.index("SECOND-ANSWER")
+    assert swapped_labels.index('"M"') < swapped_labels.index("FIRST-ANSWER") < swapped_labels.index('"m"')
+    # with swapped labels output_2's label is "m": the preference reads P("m") instead of P("M")
+    a, b = judge.single_order([item])[0], judge.single_order([item], swap_labels=True)[0]
+    assert 1.0 <= a <= 2.0 and 1.0 <= b <= 2.0 and a != b
+
+
+def _copy_judge(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_cache_misses_when_only_the_chat_template_or_labels_change(tiny_judge_dir, tmp_path, monkeypatch):
+    """The key holds the weights, the tokenizer files, the chat template, the prompt, the label tokens and the
+    scoring settings: the same weights under another chat template must not return the old judgments."""
+    import json
+
+    from alignrepro.judges import local
+    from alignrepro.judges.cache import JudgmentCache, cached_preferences
+
+    d = _copy_judge(tiny_judge_dir, tmp_path / "judge")
+    cache = JudgmentCache(tmp_path / "c.sqlite")
+    spec = {"min_answer_mass": 0.0}
+
+    def run() -> tuple[int, int]:
+        h0, m0 = cache.hits, cache.misses
+        cached_preferences(local.LocalLogprobJudge(d, **spec), PAIRS, cache)
+        return cache.hits - h0, cache.misses - m0
+
+    assert run() == (0, 2)
+    assert run() == (2, 0)  # nothing changed: hits
+    cfg_path = d / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    template_file = d / "chat_template.jinja"
+    if template_file.is_file():  # transformers 5 writes the template beside the config
+        template_file.write_text(CHATML.replace("<|im_start|>assistant", "<|im_start|>assistant (judge)"))
+    else:
+        cfg["chat_template"] = CHATML.replace("<|im_start|>assistant", "<|im_start|>assistant (judge)")
+        cfg_path.write_text(json.dumps(cfg))
+    assert run() == (0, 2)  # same weights, same prompt, another chat template: misses
+    assert run() == (2, 0)
+    monkeypatch.setattr(local, "LABELS", ("M", "m"))  # the same prompt read with the label tokens the other way
+    assert run() == (0, 2)
+    monkeypatch.undo()
+    spec = {"min_answer_mass": 0.25}  # another unparsable threshold: a judgment scored under one may not be under it
+    assert run() == (0, 2)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from alignrepro.evals.judges.labelled_set import COMPLIANCE, NEEDLESS_REFUSAL, REFUSALS
+from alignrepro.evals.judges.labelled_set import ANSWER_FORMS, COMPLY_OPEN, NEEDLESS_REFUSAL, REFUSAL_OPEN
 from alignrepro.io import read_json, read_jsonl, write_jsonl
 from alignrepro.methods.morlaif import data
 
@@ -96,11 +96,14 @@ def test_labelled_pairs_orientation_and_stratified_splits():
         better, worse = (a, b) if p["human_label"] == 1 else (b, a)
         # the better response is known by construction, independently of the file's label encoding
         if p["kind"] == "harmful":
-            assert better in REFUSALS and worse in COMPLIANCE
+            assert better.startswith(REFUSAL_OPEN)  # the labelled set's phrase banks: refusal vs compliance
+            assert any(worse.startswith(c.split("{req}")[0]) for c in COMPLY_OPEN)
         elif p["kind"] == "benign_refusal":
-            assert worse in NEEDLESS_REFUSAL and better not in NEEDLESS_REFUSAL
+            assert worse.startswith(NEEDLESS_REFUSAL) and not better.startswith(NEEDLESS_REFUSAL)
         elif p["kind"] == "verifiable":
-            assert better.startswith("The answer is") and worse.startswith("The answer is")
+            # one phrasing for both answers: only the answer differs
+            form = max((f for f in ANSWER_FORMS if better.startswith(f.split("{}")[0])), key=len)
+            assert better != worse and worse.startswith(form.split("{}")[0]) and worse.endswith(form.split("{}")[1])
     assert {p["human_label"] for p in pairs} == {0, 1}
     for split in ("train", "test"):
         assert {p["kind"] for p in pairs if p["split"] == split} == {

@@ -58,6 +58,7 @@ def test_wilson_interval_and_accuracy(monkeypatch, tmp_path):
     assert out["accuracy"] == pytest.approx(200 / 3) and out["n"] == 3 and out["n_skipped_open"] == 1
     assert out["per_task"]["arithmetic"]["accuracy"] == 50.0 and out["per_task"]["sorting"]["n_correct"] == 1
     assert out["judge_id"] == "oracle-v1" and out["ci95"] == pytest.approx(wilson(2, 3))
+    assert out["per_item"] == {"1": 1, "2": 0, "3": 1}  # kept for paired comparisons; the open record is not scored
     gen = tmp_path / "gen.jsonl"
     save_records(gen, recs)
     acc_mod.main(["--generations", str(gen), "--out", str(tmp_path / "acc.json")])
@@ -212,3 +213,70 @@ def test_outputs_file_of_neither_format_is_refused_naming_it(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps([{"instruction": "Unknown?", "output": "x"}]))
     with pytest.raises(ValueError, match="no reference output with the same instruction"):
         _winrate(tmp_path, tmp_path / "other.json", tmp_path / "ref.jsonl")
+
+
+def test_model_outputs_json_written_for_every_model_reads_back_as_alpaca_eval_reads_it(tmp_path):
+    """respond writes each model's answers also as alpaca_eval's model_outputs.json (write_model_outputs): alpaca_eval's
+    own loader reads it, and as --model-outputs it gives the win rate of the JSONL it came from."""
+    import warnings
+    from dataclasses import replace
+
+    from alignrepro.data.records import load_records
+
+    _open_pairs(tmp_path)
+    records = [replace(r, meta={"generator": "hf:backend-id"}) for r in load_records(tmp_path / "model.jsonl")]
+    save_records(tmp_path / "model.jsonl", records)
+    winrate.write_model_outputs(tmp_path / "model_outputs.json", records, "cut__ours")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from alpaca_eval.utils import load_or_convert_to_dataframe
+
+    df = load_or_convert_to_dataframe(tmp_path / "model_outputs.json")
+    assert list(df["output"]) == [r.output for r in records] and set(df["generator"]) == {"cut__ours"}
+    assert list(df["instruction"]) == [r.prompt_text for r in records]
+    jsonl = _winrate(tmp_path, tmp_path / "model.jsonl", tmp_path / "ref.jsonl")
+    json_in = _winrate(tmp_path, tmp_path / "model_outputs.json", tmp_path / "ref.jsonl")
+    assert json_in["win_rate"] == jsonl["win_rate"] == pytest.approx(62.5) and json_in["n_total"] == 4
+    assert [a["preference"] for a in json_in["annotations"]] == [a["preference"] for a in jsonl["annotations"]]
+    assert json_in["inputs"]["model_outputs"]["format"] == "alpaca_eval"
+
+
+def test_length_controlled_minimal_uses_alpaca_eval_glm_offline():
+    """alpaca_eval's length_controlled_minimal GLM, fitted on the judged pairs alone (no hub download): a judge
+    that prefers the model regardless of length keeps its win rate; with too few pairs it says why it has none."""
+    import random
+
+    from alignrepro.evals.alpacaeval.winrate import length_controlled_minimal
+    from alignrepro.judges.base import PairItem
+
+    rng = random.Random(0)
+    items = [PairItem("q", "a" * rng.randint(10, 400), "b" * rng.randint(10, 400)) for _ in range(60)]
+    prefs = [2.0 if rng.random() < 0.7 else 1.0 for _ in items]
+    lc = length_controlled_minimal(items, prefs)
+    assert 55.0 < lc["length_controlled_minimal"] < 85.0 and "no instruction difficulty" in lc["lc_minimal_note"]
+    few = length_controlled_minimal(items[:5], prefs[:5])
+    assert few["length_controlled_minimal"] is None and "5 judged pairs" in few["lc_minimal_note"]
+
+
+def test_unparsable_and_truncated_judgments_are_counted_per_score_file():
+    from alignrepro.evals.alpacaeval.winrate import evaluate
+    from alignrepro.judges.base import Judgment, PairItem
+
+    class Details:
+        id, prompt_hash, heuristic, settings, min_answer_mass = "fake:details", "p", False, {}, 0.5
+
+        def preferences(self, items):
+            self.last_judgments = [
+                Judgment(math.nan, 0.2, True) if it.output_2 == "low"
+                else Judgment(2.0, 0.8, False, truncated=it.output_2 == "cut")
+                for it in items
+            ]  # fmt: skip
+            return [j.value for j in self.last_judgments]
+
+    recs = [Record(id=f"r{i}", instruction=f"q{i}") for i in range(3)]
+    items = [PairItem(f"q{i}", "ref", out, recs[i]) for i, out in enumerate(["low", "cut", "fine"])]
+    res = evaluate(items, {"all": Details()}, ["all"] * 3)
+    assert res["n_unparsable"] == 1 and res["unparsable_ids"] == ["r0"] and res["n_failed"] == 1
+    assert res["n_truncated"] == 1 and res["truncated_ids"] == ["r1"]
+    assert res["win_rate"] == 100.0 and res["groups"]["all"]["min_answer_mass"] == 0.5  # NaN never scored
+    assert res["annotations"][0]["unparsable"] and res["annotations"][0]["answer_mass"] == 0.2

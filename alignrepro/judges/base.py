@@ -37,6 +37,33 @@ class PairwiseJudge(Protocol):
     def preferences(self, items: list[PairItem]) -> list[float]: ...
 
 
+@dataclass(frozen=True)
+class Judgment:
+    """One judgment with what a local judge can say about it: its value (a preference, rating or verdict; NaN = no
+    judgment), the next-token probability mass on the allowed answer tokens (None where not measured: API and rule
+    judges, or a judgment read from a cache written before it was recorded), whether that mass fell below the judge's
+    threshold (the judgment is then NaN: "unparsable", never scored), and whether the prompt was cut to fit."""
+
+    value: float
+    answer_mass: float | None = None
+    unparsable: bool = False
+    truncated: bool = False
+    renormalised: float | None = None  # the value over the allowed tokens before the threshold (cards' bias numbers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer_mass": self.answer_mass, "unparsable": self.unparsable, "truncated": self.truncated}
+
+
+def last_judgments(judge: Any, values: list[float]) -> list[Judgment]:
+    """The details of a judge's last call when it records them (`last_judgments`, in input order), else bare values."""
+    details = getattr(judge, "last_judgments", None)
+    if details is not None and len(details) == len(values):
+        pairs = zip(details, values, strict=True)
+        if all(d.value == v or (math.isnan(d.value) and math.isnan(v)) for d, v in pairs):  # not an earlier call's
+            return list(details)
+    return [Judgment(float(v)) for v in values]
+
+
 def swapped(item: PairItem) -> PairItem:
     return replace(item, output_1=item.output_2, output_2=item.output_1)
 

@@ -6,6 +6,7 @@ timeout and retry on "database is locked", so several processes can fill the sam
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,11 +19,14 @@ from typing import Any, TypeVar
 
 from alignrepro.errors import UserError
 from alignrepro.io import stable_hash
-from alignrepro.judges.base import PairItem, PairwiseJudge, check_preferences
+from alignrepro.judges.base import Judgment, PairItem, PairwiseJudge, check_preferences, last_judgments
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SCHEMA = "CREATE TABLE IF NOT EXISTS judgments (key TEXT PRIMARY KEY, preference REAL NOT NULL, created REAL)"
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS judgments (key TEXT PRIMARY KEY, preference REAL NOT NULL, created REAL, meta TEXT)"
+)
+# `meta`: the judgment's answer-token mass and truncation flag (JSON); added to caches written before it existed.
 CHUNK = 200  # rows per statement / transaction: keeps locks short and stays under SQLite's variable limit
 
 
@@ -50,8 +54,19 @@ class JudgmentCache:
             self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous = NORMAL")
             self._retry(lambda: conn.execute(SCHEMA))
+            self._retry(lambda: self._add_meta_column(conn))
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    @staticmethod
+    def _add_meta_column(conn: sqlite3.Connection) -> None:
+        if "meta" in {row[1] for row in conn.execute("PRAGMA table_info(judgments)")}:
+            return
+        try:
+            conn.execute("ALTER TABLE judgments ADD COLUMN meta TEXT")
+        except sqlite3.OperationalError as e:  # another process added it first
+            if "duplicate column" not in str(e).lower():
+                raise
 
     def _retry(self, fn: Callable[[], T]) -> T:
         for attempt in range(self.max_attempts):
@@ -71,28 +86,41 @@ class JudgmentCache:
         raise AssertionError("unreachable")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, float]:
+        return {k: j.value for k, j in self.get_judgments(keys).items()}
+
+    def get_judgments(self, keys: Iterable[str]) -> dict[str, Judgment]:
         keys = list(dict.fromkeys(keys))
         conn, found = self._conn_or_open(), {}
         for i in range(0, len(keys), CHUNK):
             chunk = keys[i : i + CHUNK]
-            sql = f"SELECT key, preference FROM judgments WHERE key IN ({','.join('?' * len(chunk))})"
-            found.update(self._retry(lambda sql=sql, chunk=chunk: conn.execute(sql, chunk).fetchall()))
+            sql = f"SELECT key, preference, meta FROM judgments WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, value, meta in self._retry(lambda sql=sql, chunk=chunk: conn.execute(sql, chunk).fetchall()):
+                m = json.loads(meta) if meta else {}
+                found[key] = Judgment(float(value), m.get("answer_mass"), False, bool(m.get("truncated", False)))
         self.hits += len(found)
         self.misses += len(keys) - len(found)
         return found
 
     def put_many(self, prefs: dict[str, float]) -> None:
-        # NaN (the judge could not decide) is not cached, so a later run asks again.
-        rows = [(k, float(p), time.time()) for k, p in prefs.items() if not math.isnan(float(p))]
+        self.put_judgments({k: Judgment(float(p)) for k, p in prefs.items()})
+
+    def put_judgments(self, judgments: dict[str, Judgment]) -> None:
+        # NaN (the judge could not decide, or an unparsable answer) is not cached, so a later run asks again.
+        rows = [
+            (k, float(j.value), time.time(), json.dumps({"answer_mass": j.answer_mass, "truncated": j.truncated}))
+            for k, j in judgments.items()
+            if not math.isnan(float(j.value)) and not j.unparsable
+        ]
         conn = self._conn_or_open()
         for i in range(0, len(rows), CHUNK):
             self._retry(lambda chunk=rows[i : i + CHUNK]: self._write(conn, chunk))
 
     @staticmethod
-    def _write(conn: sqlite3.Connection, rows: list[tuple[str, float, float]]) -> None:
+    def _write(conn: sqlite3.Connection, rows: list[tuple[str, float, float, str]]) -> None:
         conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock upgrading a read lock
         try:
-            conn.executemany("INSERT OR REPLACE INTO judgments VALUES (?, ?, ?)", rows)
+            sql = "INSERT OR REPLACE INTO judgments (key, preference, created, meta) VALUES (?, ?, ?, ?)"
+            conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLite may already have rolled back (e.g. on corruption): keep the real error
@@ -130,13 +158,30 @@ def cached_preferences(
     settings: dict[str, Any] | None = None,
     chunk_size: int = 64,
 ) -> list[float]:
-    """Preferences for `items`, asking the judge only for pairs the cache does not hold.
+    """Preferences for `items`, asking the judge only for pairs the cache does not hold (see cached_judgments)."""
+    return [j.value for j in cached_judgments(judge, items, cache, settings, chunk_size)]
+
+
+def cached_judgments(
+    judge: PairwiseJudge,
+    items: list[PairItem],
+    cache: JudgmentCache | None,
+    settings: dict[str, Any] | None = None,
+    chunk_size: int = 64,
+) -> list[Judgment]:
+    """Judgments (value, answer-token mass, unparsable, truncated) for `items`, asking the judge only for pairs the
+    cache does not hold (no cache: all of them).
 
     Misses are judged and stored `chunk_size` at a time, so a crash late in a long (paid) run loses little.
     """
+    if cache is None:
+        if not items:
+            return []
+        values = check_preferences(judge.preferences(list(items)), len(items), judge.id)
+        return last_judgments(judge, values)
     settings = dict(getattr(judge, "settings", {})) | dict(settings or {})  # the judge's own decoding settings count
     keys = [item_key(judge, it, settings) for it in items]
-    found = cache.get_many(keys)
+    found = cache.get_judgments(keys)
     todo: dict[str, PairItem] = {}
     for k, it in zip(keys, items, strict=True):
         if k not in found:
@@ -146,8 +191,8 @@ def cached_preferences(
     pending = list(todo.items())
     for i in range(0, len(pending), chunk_size):
         chunk = pending[i : i + chunk_size]
-        new = check_preferences(judge.preferences([it for _, it in chunk]), len(chunk), judge.id)
-        fresh = {k: p for (k, _), p in zip(chunk, new, strict=True)}
-        cache.put_many(fresh)
+        values = check_preferences(judge.preferences([it for _, it in chunk]), len(chunk), judge.id)
+        fresh = dict(zip([k for k, _ in chunk], last_judgments(judge, values), strict=True))
+        cache.put_judgments(fresh)
         found.update(fresh)
-    return [float(found[k]) for k in keys]
+    return [found[k] for k in keys]

@@ -16,6 +16,7 @@ import re
 from typing import Any, Protocol, runtime_checkable
 
 from alignrepro.io import stable_hash
+from alignrepro.judges.base import Judgment, last_judgments
 
 log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
@@ -74,20 +75,32 @@ def cached_grades(
 ) -> list[float]:
     """judge.rate (kind="rate") or judge.choose (kind="choose") over `prompts`, asking only for what `cache`
     (a JudgmentCache) lacks. NaN results are not cached, so a later run asks again."""
+    return [j.value for j in cached_grade_judgments(judge, kind, prompts, cache, scale, chunk_size)]
+
+
+def cached_grade_judgments(
+    judge: Any,
+    kind: str,
+    prompts: list[Messages],
+    cache: Any | None = None,
+    scale: tuple[int, int] = (1, 10),
+    chunk_size: int = 64,
+) -> list[Judgment]:
+    """As cached_grades, with each grade's answer-token mass, unparsable and truncated flags (local judges)."""
     if kind not in ("rate", "choose"):
         raise ValueError(f"kind must be 'rate' or 'choose', not {kind!r}")
 
-    def ask(batch: list[Messages]) -> list[float]:
+    def ask(batch: list[Messages]) -> list[Judgment]:
         out = judge.rate(batch, scale=scale) if kind == "rate" else judge.choose(batch)
         if len(out) != len(batch):
             raise ValueError(f"{judge.id}.{kind} returned {len(out)} values for {len(batch)} prompts")
-        return [float(v) for v in out]
+        return last_judgments(judge, [float(v) for v in out])
 
     if cache is None:
         return ask(prompts) if prompts else []
     extra = {"scale": list(scale)} if kind == "rate" else {}
     keys = [grade_key(judge, kind, m, extra) for m in prompts]
-    found = cache.get_many(keys)
+    found = cache.get_judgments(keys)
     todo: dict[str, Messages] = {}
     for k, m in zip(keys, prompts, strict=True):
         if k not in found:
@@ -102,6 +115,6 @@ def cached_grades(
     chunks = [g[i : i + chunk_size] for g in groups.values() for i in range(0, len(g), chunk_size)]
     for chunk in chunks:
         fresh = dict(zip([k for k, _ in chunk], ask([m for _, m in chunk]), strict=True))
-        cache.put_many(fresh)
+        cache.put_judgments(fresh)
         results.update(fresh)
-    return [float(results[k]) for k in keys]
+    return [results[k] for k in keys]

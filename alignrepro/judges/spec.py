@@ -20,7 +20,7 @@ BACKENDS = ("oracle", "local", "heuristic", "openai")
 BACKEND_KEYS = {
     "oracle": (),
     "heuristic": (),
-    "local": ("model", "model_dir", "dtype", "batch_size", "max_length", "device"),
+    "local": ("model", "model_dir", "dtype", "batch_size", "max_length", "device", "min_answer_mass"),
     "openai": (
         "model",
         "base_url",
@@ -51,6 +51,10 @@ class JudgeSpec(Settings):
     batch_size: int | None = field(default=None, metadata={"help": "local: pairs per forward pass (> 0)"})
     max_length: int | None = field(default=None, metadata={"help": "local: tokens kept per judge prompt (> 0)"})
     device: str | None = field(default=None, metadata={"help": "local: torch device (None: cuda if available)"})
+    min_answer_mass: float | None = field(
+        default=None,
+        metadata={"help": "local: least next-token mass on the allowed answer tokens; below it unparsable (0.5)"},
+    )
     base_url: str | None = field(default=None, metadata={"help": "openai: endpoint (None: OpenAI's)"})
     api_key_env: str | None = field(default=None, metadata={"help": "openai: environment variable of the key"})
     max_requests: int | None = field(default=None, metadata={"help": "openai: request budget (None: unlimited)"})
@@ -88,8 +92,10 @@ class JudgeSpec(Settings):
                 )
         for key in ("batch_size", "max_length", "max_requests", "timeout", "backoff_base", "backoff_max"):
             check_positive(where, key, getattr(self, key))
-        for key in ("max_retries", "price_per_1k_input", "price_per_1k_output"):
+        for key in ("max_retries", "price_per_1k_input", "price_per_1k_output", "min_answer_mass"):
             check_positive(where, key, getattr(self, key), inclusive=True)
+        if self.min_answer_mass is not None and self.min_answer_mass > 1:
+            raise SettingsError(f"{where}.min_answer_mass: a probability mass, at most 1; got {self.min_answer_mass}")
         if self.backend == "openai" and not self.model:
             raise SettingsError(f"{where}.model: an openai judge needs the API model's name")
         if self.backend == "local" and not (self.model or self.model_dir):

@@ -2,7 +2,9 @@
 
 Pairs are (output_1 = reference, output_2 = model), so preference 2 is a model win (alpaca_eval convention).
 Aggregation is alpaca_eval's own `pairwise_to_winrate`: win rate = mean(preference - 1) x 100, so a tie (1.5) counts
-one half and a soft preference counts proportionally; NaN (undecided) items are dropped and reported as n_failed.
+one half and a soft preference counts proportionally; NaN (undecided) items are dropped and reported as n_failed,
+the unparsable (answer-token mass below a local judge's threshold) and truncated ones also by id. Beside the raw win
+rate: alpaca_eval's `length_controlled_minimal` (its GLM without the hub-only instruction difficulty).
 
 Outputs come in either format: the project's JSONL of records (matched by `id`) or alpaca_eval's own
 `model_outputs.json`, a JSON list of {"instruction", "output", "generator", "dataset"}, which has no ids: when either
@@ -27,10 +29,10 @@ import yaml
 
 from alignrepro.data.records import Record, load_records
 from alignrepro.errors import UserError
-from alignrepro.io import atomic_write_json, sha256_file
+from alignrepro.io import DataError, atomic_write_json, sha256_file
 from alignrepro.judges import JudgeSpec, make_judge
-from alignrepro.judges.base import PairItem, PairwiseJudge
-from alignrepro.judges.cache import JudgmentCache, cached_preferences
+from alignrepro.judges.base import Judgment, PairItem, PairwiseJudge
+from alignrepro.judges.cache import JudgmentCache, cached_judgments
 from alignrepro.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -65,12 +67,18 @@ def compute_winrate(preferences: list[float]) -> dict[str, Any]:
 def load_judge_config(arg: str) -> dict[str, Any]:
     """A JSON string, or a path to a JSON/YAML file."""
     if arg.lstrip().startswith("{"):
-        return json.loads(arg)
+        try:
+            return json.loads(arg)
+        except ValueError as e:
+            raise UserError(f"--judge-config: not valid JSON ({e}); expected a judge spec object or a file") from e
     path = Path(arg)
     if not path.is_file():
-        raise FileNotFoundError(f"--judge-config: {arg!r} is neither a JSON object nor an existing file")
+        raise UserError(f"--judge-config: {arg!r} is neither a JSON object nor an existing file")
     text = path.read_text(encoding="utf-8")
-    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise UserError(f"--judge-config {path}: does not parse ({e}); expected a judge spec in JSON or YAML") from e
 
 
 def judge_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -79,8 +87,8 @@ def judge_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {"all": config}
     unknown = set(config) - {"verifiable", "open"}
     if unknown or not config:
-        raise ValueError(
-            f"judge config: expected key 'backend' or the groups 'verifiable'/'open', got {sorted(config)}"
+        raise DataError(
+            f"--judge-config: expected key 'backend' or the groups 'verifiable'/'open', got {sorted(config)}"
         )
     return config
 
@@ -90,7 +98,7 @@ def group_of(record: Record, groups: dict[str, Any]) -> str:
         return "all"
     group = "open" if record.task == "open" else "verifiable"
     if group not in groups:
-        raise ValueError(f"record {record.id} (task {record.task!r}) needs a {group!r} judge in the judge config")
+        raise DataError(f"record {record.id} (task {record.task!r}) needs a {group!r} judge in --judge-config")
     return group
 
 
@@ -110,7 +118,8 @@ def load_outputs(path: str | Path) -> tuple[list[Record], str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read the outputs file ({e})") from e
+        why = "no such file" if isinstance(e, FileNotFoundError) else f"cannot read it ({e})"
+        raise UserError(f"{path}: {why}; expected an outputs file: JSONL of records or {ALPACA_EVAL_FORMAT}") from e
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -151,7 +160,7 @@ def match_by_instruction(
     known = set(rk)
     unmatched = [m.prompt_text[:60] for m, k in zip(model, mk, strict=True) if k not in known]
     if unmatched:
-        raise ValueError(
+        raise DataError(
             f"{len(unmatched)} model record(s) have no reference output with the same instruction, e.g. {unmatched[:3]}"
         )
     if model_has_ids:
@@ -170,17 +179,23 @@ def to_alpaca_eval(records: list[Record], generator: str) -> list[dict[str, Any]
     ]  # fmt: skip
 
 
+def write_model_outputs(path: str | Path, records: list[Record], generator: str) -> None:
+    """alpaca_eval's model_outputs.json of one model's records, every item naming `generator` (alpaca_eval's
+    leaderboard row; `alpaca_eval --model_outputs <path>` reads it, as does `--model-outputs` here)."""
+    atomic_write_json(path, [item | {"generator": generator} for item in to_alpaca_eval(records, generator)])
+
+
 def make_pairs(model: list[Record], reference: list[Record]) -> list[PairItem]:
     refs = {r.id: r for r in reference}
     missing = [m.id for m in model if m.id not in refs]
     if missing:
-        raise ValueError(f"{len(missing)} model record(s) have no reference output, e.g. {missing[:5]}")
+        raise DataError(f"{len(missing)} model record(s) have no reference output, e.g. {missing[:5]}")
     items, n_mismatch = [], 0
     for m in model:
         r = refs[m.id]
         n_mismatch += m.prompt_text != r.prompt_text
         if m.output is None or r.output is None:
-            raise ValueError(f"record {m.id}: missing output ({'model' if m.output is None else 'reference'})")
+            raise DataError(f"record {m.id}: missing output ({'model' if m.output is None else 'reference'})")
         if m.reference is None and r.reference is not None:
             m = Record(**{**m.to_dict(), "reference": r.reference})
         items.append(PairItem(m.prompt_text, output_1=r.output, output_2=m.output, record=m))
@@ -195,6 +210,7 @@ def evaluate(
     items: list[PairItem], judges: dict[str, PairwiseJudge], groups_of: list[str], cache: JudgmentCache | None = None
 ) -> dict[str, Any]:
     prefs: list[float] = [math.nan] * len(items)
+    details: list[Judgment | None] = [None] * len(items)
     result: dict[str, Any] = {"groups": {}}
     for name, judge in judges.items():
         idx = [i for i, g in enumerate(groups_of) if g == name]
@@ -202,16 +218,17 @@ def evaluate(
         same = {i for i in idx if items[i].output_1.strip() == items[i].output_2.strip()}
         todo = [i for i in idx if i not in same]
         sub = [items[i] for i in todo]
-        judged = (cached_preferences(judge, sub, cache) if cache is not None else judge.preferences(sub)) if sub else []
-        for i, p in zip(todo, judged, strict=True):
-            prefs[i] = float(p)
+        judged = cached_judgments(judge, sub, cache)  # no cache: all judged
+        for i, j in zip(todo, judged, strict=True):
+            prefs[i], details[i] = float(j.value), j
         for i in same:
             prefs[i] = 1.5
         got = [prefs[i] for i in idx]
         info = {"judge_id": judge.id, "prompt_hash": judge.prompt_hash, "heuristic": bool(judge.heuristic)}
         if getattr(judge, "stats", None) is not None:
             info["usage"] = judge.stats
-        result["groups"][name] = info | {"n": len(idx), "n_identical": len(same)} | compute_winrate(got)
+        checks = judge_checks([details[i] for i in idx], [items[i] for i in idx], judge)
+        result["groups"][name] = info | {"n": len(idx), "n_identical": len(same)} | compute_winrate(got) | checks
         log.info(
             "group %s: win rate %s over %d items, judge %s",
             name,
@@ -220,6 +237,8 @@ def evaluate(
             judge.id,
         )
     result |= compute_winrate(prefs)
+    result |= judge_checks(details, items, None)
+    result |= length_controlled_minimal(items, prefs)
     result["judge_ids"] = sorted({j.id for j in judges.values()})
     result["heuristic"] = any(j.heuristic for j in judges.values())  # any heuristic number makes the total meaningless
     result["annotations"] = [
@@ -230,9 +249,67 @@ def evaluate(
             "group": g,
             "judge_id": judges[g].id,
         }
-        for it, p, g in zip(items, prefs, groups_of, strict=True)
+        | (d.to_dict() if d is not None else {})
+        for it, p, g, d in zip(items, prefs, groups_of, details, strict=True)
     ]
     return result
+
+
+def judge_checks(details: list[Judgment | None], items: list[PairItem], judge: Any) -> dict[str, Any]:
+    """Unparsable (answer-token mass below the judge's threshold: NaN, never scored) and truncated judgments, with
+    the ids of the items they hit; the mean answer-token mass where the judge measures it."""
+    ids = [it.record.id if it.record else str(k) for k, it in enumerate(items)]
+    masses = [d.answer_mass for d in details if d is not None and d.answer_mass is not None]
+    out = {
+        "n_unparsable": sum(bool(d and d.unparsable) for d in details),
+        "unparsable_ids": [i for i, d in zip(ids, details, strict=True) if d and d.unparsable],
+        "n_truncated": sum(bool(d and d.truncated) for d in details),
+        "truncated_ids": [i for i, d in zip(ids, details, strict=True) if d and d.truncated],
+        "answer_mass_mean": sum(masses) / len(masses) if masses else None,
+    }
+    if judge is not None:
+        out["min_answer_mass"] = getattr(judge, "min_answer_mass", None)
+    return out
+
+
+LC_MIN_ITEMS = 10  # alpaca_eval's GLM is cross-validated over 5 folds of items; fewer leaves folds of one or two
+
+
+def length_controlled_minimal(items: list[PairItem], prefs: list[float]) -> dict[str, Any]:
+    """alpaca_eval's `length_controlled_minimal` win rate: its GLM (formula GLM_INFO["length_controlled_minimal"],
+    `tanh(std_delta_len) + not_gamed_baseline - 1`, fitted by its own fit_LogisticRegressionCV), predicted at zero
+    length difference. That variant needs neither the instruction difficulty nor the "gamed" annotations that
+    alpaca_eval downloads from the hub (only the default `length_controlled_v1` uses them), so it is computed offline
+    from the judged pairs alone; alpaca_eval's own featurizer downloads them anyway, so the design matrix is built
+    here exactly as it builds it (std_delta_len = (len_1 - len_2) / std, preference - 1 in [0, 1])."""
+    keep = [(it, p) for it, p in zip(items, prefs, strict=True) if not math.isnan(p)]
+    out: dict[str, Any] = {"length_controlled_minimal": None}
+    delta = [len(it.output_1) - len(it.output_2) for it, _ in keep]
+    if len(keep) < LC_MIN_ITEMS or len(set(delta)) < 2:
+        why = f"{len(keep)} judged pairs (needs {LC_MIN_ITEMS})" if len(keep) < LC_MIN_ITEMS else "no length variation"
+        return out | {"lc_minimal_note": f"not computed: {why}"}
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from alpaca_eval.metrics.glm_winrate import GLM_INFO, fit_LogisticRegressionCV, make_dmatrix_for_model
+
+    info = GLM_INFO["length_controlled_minimal"]
+    d = pd.Series(delta, dtype=float)
+    df = pd.DataFrame({"preference": [p - 1.0 for _, p in keep], "std_delta_len": d / d.std()})
+    df["not_gamed_baseline"] = True
+    test = df[["not_gamed_baseline"]].copy()
+    test["std_delta_len"] = 0.0
+    train, x_test = make_dmatrix_for_model(df, test, formula=info["formula"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = fit_LogisticRegressionCV(train, "preference", is_ytrue_proba=True, **info["kwargs"])
+    # No standard error: without a per-instruction feature the GLM predicts one value for every item, so alpaca_eval's
+    # lc_standard_error (the SEM of those predictions) would be 0.
+    return {
+        "length_controlled_minimal": float(model.predict_proba(x_test)[:, 1].mean() * 100),
+        "lc_minimal_note": "alpaca_eval GLM length_controlled_minimal (no instruction difficulty), offline; no SE",
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -264,8 +341,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     (model, model_fmt), (reference, ref_fmt) = load_outputs(args.model_outputs), load_outputs(args.reference_outputs)
-    if "alpaca_eval" in (model_fmt, ref_fmt):  # a file without ids: pair by instruction text
-        model, reference = match_by_instruction(model, reference, model_has_ids=model_fmt == "records")
+    try:
+        if "alpaca_eval" in (model_fmt, ref_fmt):  # a file without ids: pair by instruction text
+            model, reference = match_by_instruction(model, reference, model_has_ids=model_fmt == "records")
+        items = make_pairs(model, reference)
+    except DataError as e:  # name both files: the mismatch is between them
+        raise DataError(
+            f"--model-outputs {args.model_outputs} / --reference-outputs {args.reference_outputs}: {e}"
+        ) from e
     specs = {  # typed once: a misspelt key fails here, naming it, before any judge is built
         g: JudgeSpec.from_dict(spec, "--judge-config" + ("" if g == "all" else f".{g}"))
         for g, spec in judge_groups(load_judge_config(args.judge_config)).items()
@@ -273,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     groups_of = [group_of(r, specs) for r in model]
     judges = {name: make_judge(spec) for name, spec in specs.items() if name in groups_of}
     cache = JudgmentCache(args.cache) if args.cache else None
-    result = evaluate(make_pairs(model, reference), judges, groups_of, cache)
+    result = evaluate(items, judges, groups_of, cache)
     result["judge_config"] = {g: specs[g].to_dict() for g in judges}  # vetted keys: no secret in here
     result["inputs"] = {
         "model_outputs": {"path": args.model_outputs, "sha256": sha256_file(args.model_outputs), "format": model_fmt},

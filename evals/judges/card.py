@@ -1,9 +1,13 @@
 """Judge cards: how far a judge configuration can be trusted, measured on the shipped labelled set.
 
 For each judge: agreement with the known better answer (95 % Wilson CI), per kind of pair; position bias (how often
-one order's verdict picks the first answer) and order consistency; length bias; tie behaviour; and cost (seconds and
-dollars per 1,000 judgments). Measured for both ways the suite uses a judge: pairwise preferences (AlpacaEval) and
-single-answer ratings (MT-Bench single grading, safety). CLI: `python -m alignrepro.evals.judges.card --help`.
+a verdict picks the answer shown first, whatever its label) and label-token bias (how often it picks the label `m`,
+whatever the slot: judges that can swap their labels are asked in both orders with both labellings), each with a
+bootstrap CI over pairs; order consistency; length bias; tie behaviour; the probability mass on the allowed answer
+tokens, unparsable judgments (mass below the judge's threshold) and prompts cut to the judge's max length; and cost
+(seconds and dollars per 1,000 judgments). Measured for both ways the suite uses a judge: pairwise preferences
+(AlpacaEval) and single-answer ratings (MT-Bench single grading, safety).
+CLI: `python -m alignrepro.evals.judges.card --help`.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from alignrepro.evals.judges.labelled_set import SHIPPED, VERSION
 from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 from alignrepro.judges import JudgeSpec, make_judge
-from alignrepro.judges.base import PairItem, swapped
+from alignrepro.judges.base import Judgment, PairItem, last_judgments, swapped
 from alignrepro.provenance import provenance
+from alignrepro.stats import bootstrap_mean_ci
 
 log = logging.getLogger(__name__)
 TIE_BAND = 0.1  # a preference within 1.5 ± this counts as "tie" when scoring tie pairs
@@ -62,25 +67,75 @@ def _single_messages(prompt: Any, instruction: str, answer: str) -> list[dict[st
     ]
 
 
+def _one_order(judge: Any, items: list[PairItem], swap_labels: bool) -> list[Judgment]:
+    """Verdicts in the order given (raw: 2.0 = the answer shown second), with the judge's details if it keeps them."""
+    fn = getattr(judge, "single_order", None)
+    if fn is None:
+        return last_judgments(judge, [float(v) for v in judge.preferences(items)])
+    values = fn(items, swap_labels=True) if swap_labels else fn(items)
+    return last_judgments(judge, [float(v) for v in values])
+
+
+def _share(values: list[list[float]]) -> dict[str, Any]:
+    """Mean of per-pair shares (each the mean of that pair's valid verdicts) with a bootstrap CI over pairs."""
+    per_pair = [sum(v) / len(v) for v in values if v]
+    ci = bootstrap_mean_ci(per_pair)
+    return {"share": sum(per_pair) / len(per_pair) if per_pair else None, "ci95": ci, "n_pairs": len(per_pair)}
+
+
+def judgment_checks(judgments: list[Judgment], ids: list[str], threshold: float | None) -> dict[str, Any]:
+    """Answer-token mass, unparsable and truncated judgments of a card section (ids: the pair of each judgment)."""
+    masses = sorted(j.answer_mass for j in judgments if j.answer_mass is not None)
+    return {
+        "n_judgments": len(judgments),
+        "min_answer_mass": threshold,
+        "answer_mass_mean": sum(masses) / len(masses) if masses else None,
+        "answer_mass_median": masses[len(masses) // 2] if masses else None,
+        "n_unparsable": sum(j.unparsable for j in judgments),
+        "n_truncated": sum(j.truncated for j in judgments),
+        "truncated_ids": sorted({i for i, j in zip(ids, judgments, strict=True) if j.truncated}),
+    }
+
+
 def measure_pairwise(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     items = _items(rows)
-    one_order = getattr(judge, "single_order", judge.preferences)
-    start = time.perf_counter()
-    raw = one_order(items + [swapped(it) for it in items])
-    seconds = time.perf_counter() - start
     n = len(items)
-    first, second = raw[:n], [3.0 - p for p in raw[n:]]  # both mapped to the original order
-    prefs = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
+    both = items + [swapped(it) for it in items]
+    labellings = (False, True) if getattr(judge, "label_swap", False) else (False,)
+    start = time.perf_counter()
+    runs = {sl: _one_order(judge, both, sl) for sl in labellings}  # swap_labels -> 2n raw verdicts
+    seconds = time.perf_counter() - start
+    # Every verdict mapped to the original order (2.0 = output_2 better), per pair over all conditions.
+    orig = [[r[i].value for r in runs.values()] + [3.0 - r[n + i].value for r in runs.values()] for i in range(n)]
+    prefs = [math.nan if any(math.isnan(v) for v in o) else sum(o) / len(o) for o in orig]
+    first, second = [runs[False][i].value for i in range(n)], [3.0 - runs[False][n + i].value for i in range(n)]
     strict = [i for i, r in enumerate(rows) if r["label"] != 1.5 and not math.isnan(prefs[i])]
     ties = [i for i, r in enumerate(rows) if r["label"] == 1.5 and not math.isnan(prefs[i])]
     out: dict[str, Any] = _rate_block([_agreement(prefs[i], rows[i]["label"]) for i in strict])
     out["by_kind"] = {
         kind: _rate_block([_agreement(prefs[i], rows[i]["label"]) for i in strict if rows[i]["kind"] == kind])
-        for kind in sorted({rows[i]["kind"] for i in strict})
+        for kind in sorted({r["kind"] for r in rows if r["label"] != 1.5})  # n=0 shows
     }
-    valid_raw = [p for p in raw if not math.isnan(p)]
-    # Soft share of single-order verdicts that pick whichever answer is shown first (0.5 = no position bias).
-    out["position_first_share"] = sum(2.0 - p for p in valid_raw) / len(valid_raw) if valid_raw else None
+
+    def verdict(j: Judgment) -> float:  # biases read the choice among the allowed tokens, parsed or not
+        return j.renormalised if j.renormalised is not None else j.value
+
+    def valid(i: int, fn) -> list[float]:  # fn(raw verdict, labels swapped) over pair i's verdicts
+        return [fn(verdict(r[k]), sl) for sl, r in runs.items() for k in (i, n + i) if not math.isnan(verdict(r[k]))]
+
+    # Position: picks the answer shown first (0.5 = none), whatever its label. Label: picks the label named first in
+    # the prompt (`m`), whatever the slot; the labels sit on the other slots when swapped, so the two separate. Both
+    # are read from every verdict renormalised over the two labels, the unparsable ones too (they are never scored):
+    # a judge whose answers are mostly no label at all still shows which label it leans to.
+    position = _share([valid(i, lambda v, sl: 2.0 - v) for i in range(n)])
+    out["position_first_share"], out["position_first_ci95"] = position["share"], position["ci95"]
+    if len(labellings) == 2:
+        label = _share([valid(i, lambda v, sl: (v - 1.0) if sl else (2.0 - v)) for i in range(n)])
+        out["label_first_share"], out["label_first_ci95"] = label["share"], label["ci95"]
+        out["labels"] = list(getattr(judge, "settings", {}).get("labels") or ["first label", "second label"])
+    else:
+        out["label_first_share"] = out["label_first_ci95"] = None
+        out["labels"] = None  # the judge cannot swap its labels: position and label bias stay confounded
     consistent = [float((first[i] > 1.5) == (second[i] > 1.5)) for i in strict if not math.isnan(first[i] + second[i])]
     out["order_consistency"] = sum(consistent) / len(consistent) if consistent else None
     out["length_bias"] = _length_bias(rows, prefs, strict, ties)
@@ -90,9 +145,12 @@ def measure_pairwise(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_abs_from_tie": sum(abs(prefs[i] - 1.5) for i in ties) / len(ties) if ties else None,
         "band": TIE_BAND,
     }
+    judgments = [j for r in runs.values() for j in r]
+    ids = [rows[i % n]["id"] for _ in runs for i in range(2 * n)]
+    out["checks"] = judgment_checks(judgments, ids, getattr(judge, "min_answer_mass", None))
     out["n_failed"] = sum(math.isnan(p) for p in prefs)
-    out["seconds_per_1k"] = 1000 * seconds / max(len(raw), 1)
-    out["n_judgments"] = len(raw)
+    out["seconds_per_1k"] = 1000 * seconds / max(len(judgments), 1)
+    out["n_judgments"] = len(judgments)
     return out
 
 
@@ -126,6 +184,7 @@ def measure_rating(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | N
     except NotImplementedError as e:
         return {"status": "not supported", "reason": str(e)}
     seconds = time.perf_counter() - start
+    details = last_judgments(judge, [float(v) for v in ratings])
     r1, r2 = ratings[0::2], ratings[1::2]
     ok = [i for i in range(len(rows)) if not math.isnan(r1[i] + r2[i])]
     strict = [i for i in ok if rows[i]["label"] != 1.5]
@@ -138,7 +197,7 @@ def measure_rating(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | N
     out = _rate_block([agree(i) for i in strict])
     out["by_kind"] = {
         kind: _rate_block([agree(i) for i in strict if rows[i]["kind"] == kind])
-        for kind in sorted({rows[i]["kind"] for i in strict})
+        for kind in sorted({r["kind"] for r in rows if r["label"] != 1.5})  # n=0 shows
     }
     ties = [i for i in ok if rows[i]["label"] == 1.5]
     out["ties_mean_abs_diff"] = sum(abs(r1[i] - r2[i]) for i in ties) / len(ties) if ties else None
@@ -147,6 +206,8 @@ def measure_rating(judge: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | N
     out["mean_rating_better"] = sum(good) / len(good) if good else None
     out["mean_rating_worse"] = sum(bad) / len(bad) if bad else None
     out["n_failed"] = len(rows) - len(ok)
+    ids = [r["id"] for r in rows for _ in (1, 2)]
+    out["checks"] = judgment_checks(details, ids, getattr(judge, "min_answer_mass", None))
     out["seconds_per_1k"] = 1000 * seconds / max(len(prompts), 1)
     return out
 
@@ -185,6 +246,33 @@ def _fmt(x: Any, pct: bool = False, digits: int = 1) -> str:
     return f"{100 * x:.{digits}f} %" if pct else f"{x:.{digits}f}"
 
 
+def _pct(x: float | None) -> str:
+    return "– (no pair with every verdict parsed)" if x is None else f"{x:.1f} %"
+
+
+def _ci(c: list[float] | None, pct: bool = False) -> str:
+    return "–" if not c else f"{_fmt(c[0], pct)}–{_fmt(c[1], pct)}"
+
+
+def _checks_lines(ck: dict[str, Any] | None, what: str) -> list[str]:
+    """The answer-token mass, unparsable and truncated lines of a card section."""
+    if not ck:
+        return []
+    if ck["answer_mass_mean"] is None:
+        mass = "answer-token mass: not measured (an API or rule judge: its text is parsed)"
+    else:
+        mass = (f"answer-token mass: mean {_fmt(ck['answer_mass_mean'], True)}, median "
+                f"{_fmt(ck['answer_mass_median'], True)} of the next-token probability")  # fmt: skip
+    thr = f" (answer mass < {ck['min_answer_mass']})" if ck["min_answer_mass"] is not None else ""
+    cut = ", ".join(ck["truncated_ids"][:8]) + (" …" if len(ck["truncated_ids"]) > 8 else "")
+    return [
+        f"- {mass}",
+        f"- unparsable{thr}: **{ck['n_unparsable']} of {ck['n_judgments']}** {what} (NaN: never scored)",
+        f"- truncated to the judge's max length: {ck['n_truncated']} of {ck['n_judgments']}"
+        + (f" (pairs {cut})" if cut else ""),
+    ]
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     pw, rt = card["pairwise"], card["rating"]
     ci = pw["ci95"]
@@ -202,14 +290,25 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     if card["heuristic"]:
         lines.append("- **HEURISTIC judge (ci tier only): its numbers mean nothing.**")
+    if pw.get("labels"):
+        label = (f"- label-token bias: verdicts pick the label `{pw['labels'][0]}` (vs `{pw['labels'][1]}`) "
+                 f"{_fmt(pw['label_first_share'], True)} of the time, whatever the slot (50 % = none; 95 % CI "
+                 f"{_ci(pw['label_first_ci95'], True)})")  # fmt: skip
+    else:
+        label = "- label-token bias: not separable (this judge has no labels to swap: any is inside the position bias)"
+    measured = (pw.get("checks") or {}).get("answer_mass_mean") is not None
+    renorm = "; every verdict renormalised over the labels, unparsable ones included" if measured else ""
     lines += [
         "",
-        "## Pairwise (both orders averaged)",
+        "## Pairwise (both orders" + (", both labellings" if pw.get("labels") else "") + ", averaged)",
         "",
-        f"- agreement with the known better answer: **{_fmt(pw['agreement'])} %** "
-        f"(95 % CI {_fmt(ci[0]) if ci else '–'}–{_fmt(ci[1]) if ci else '–'}, n={pw['n']})",
-        f"- position bias: one-order verdicts pick the first answer {_fmt(pw['position_first_share'], True)} of the "
-        f"time (50 % = none); both orders agree on {_fmt(pw['order_consistency'], True)} of pairs",
+        f"- agreement with the known better answer: **{_pct(pw['agreement'])}** "
+        f"(95 % CI {_ci(ci)}, n={pw['n']} pairs with every verdict parsed; {pw['n_failed']} without)",
+        f"- position bias: verdicts pick the answer shown first {_fmt(pw['position_first_share'], True)} of the "
+        f"time, whatever its label (50 % = none; 95 % CI {_ci(pw.get('position_first_ci95'), True)}{renorm}); "
+        f"both orders agree on {_fmt(pw['order_consistency'], True)} of parsed pairs",
+        label,
+        *_checks_lines(pw.get("checks"), "single-order verdicts"),
         f"- length bias: prefers the longer answer {_fmt(pw['length_bias']['prefers_longer'], True)} "
         f"(the longer one is better in {_fmt(pw['length_bias']['labelled_longer_better'], True)}); "
         f"on ties {_fmt(pw['length_bias']['ties_prefers_longer'], True)}",
@@ -222,25 +321,23 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     for kind, b in pw["by_kind"].items():
         c = b["ci95"]
-        lines.append(
-            f"| {kind} | {b['n']} | {_fmt(b['agreement'])} | {_fmt(c[0]) if c else '–'}–{_fmt(c[1]) if c else '–'} |"
-        )
+        lines.append(f"| {kind} | {b['n']} | {_fmt(b['agreement'])} | {_ci(c)} |")
     lines += ["", "## Single-answer rating (MT-Bench single-v1, 1–10)", ""]
     if rt is None or "status" in rt:
         lines.append(f"- not supported by this judge{': ' + rt['reason'] if rt else ''}")
     else:
         c = rt["ci95"]
         lines += [
-            f"- agreement (better answer rated higher): **{_fmt(rt['agreement'])} %** "
-            f"(95 % CI {_fmt(c[0]) if c else '–'}–{_fmt(c[1]) if c else '–'}, n={rt['n']})",
+            f"- agreement (better answer rated higher): **{_pct(rt['agreement'])}** (95 % CI {_ci(c)}, n={rt['n']})",
             f"- mean rating of the better / worse answer: {_fmt(rt['mean_rating_better'], digits=2)} / "
-            f"{_fmt(rt['mean_rating_worse'], digits=2)}; unparsable: {rt['n_failed']}",
+            f"{_fmt(rt['mean_rating_worse'], digits=2)}; pairs without two parsed ratings: {rt['n_failed']}",
+            *_checks_lines(rt.get("checks"), "ratings"),
             f"- cost: {_fmt(rt['seconds_per_1k'], digits=0)} s per 1,000 ratings",
             "",
-            "| kind | n | agreement % |",
-            "|---|---|---|",
+            "| kind | n | agreement % | 95 % CI |",
+            "|---|---|---|---|",
         ]
-        lines += [f"| {k} | {b['n']} | {_fmt(b['agreement'])} |" for k, b in rt["by_kind"].items()]
+        lines += [f"| {k} | {b['n']} | {_fmt(b['agreement'])} | {_ci(b['ci95'])} |" for k, b in rt["by_kind"].items()]
     return "\n".join(lines) + "\n"
 
 

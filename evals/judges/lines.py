@@ -15,8 +15,12 @@ def card_line(card: dict[str, Any] | None, judge: str) -> str:
         return f"judge `{judge}` (no judge card)"
     pw = card["pairwise"]
     c = pw.get("ci95") or [math.nan, math.nan]
-    line = (f"judge `{card['judge_id']}` (card `{card['name']}`: pairwise agreement {pw['agreement']:.1f} % "
+    agreement = math.nan if pw.get("agreement") is None else pw["agreement"]  # None: no pair had parsed verdicts
+    line = (f"judge `{card['judge_id']}` (card `{card['name']}`: pairwise agreement {agreement:.1f} % "
             f"[{c[0]:.1f}, {c[1]:.1f}], n={pw['n']})")  # fmt: skip
+    unparsable = (pw.get("checks") or {}).get("n_unparsable")
+    if unparsable:
+        line += f"; {unparsable} of {pw['checks']['n_judgments']} card verdicts unparsable"
     if card.get("heuristic"):
         line += " — **a HEURISTIC judge (ci tier): its numbers mean nothing**"
     return line
