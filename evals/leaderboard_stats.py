@@ -21,10 +21,10 @@ from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import read_jsonl
 from alignrepro.stats import bootstrap_mean_ci
 
-DEFAULT_RANK_BY = "micro_mmlu_acc"  # judge-free and run at every tier (built from lm-eval's own file)
+DEFAULT_RANK_BY = "mmlu_acc"  # judge-free and run at every tier (MMLU test items from a pinned wheel)
 # column -> (label, higher is better); config/schema.yaml's evals.leaderboard.rank_by enum lists the same keys
 RANKABLE: dict[str, tuple[str, bool]] = {
-    "micro_mmlu_acc": ("micro-MMLU acc %", True),
+    "mmlu_acc": ("MMLU acc %", True),
     "alpacaeval_win_rate": ("AlpacaEval win %", True),
     "mtbench_score": ("MT-Bench 1-10", True),
     "mtbench_pairwise_win_rate": ("MT-Bench pairwise win %", True),
@@ -40,7 +40,7 @@ CI_KEY = {
     "mtbench_turn1": "mtbench_turn1_ci95",
     "mtbench_turn2": "mtbench_turn2_ci95",
     "mtbench_pairwise_win_rate": "mtbench_pairwise_win_rate_ci95",
-    "micro_mmlu_acc": "micro_mmlu_ci95",
+    "mmlu_acc": "mmlu_ci95",
     "harmless_strmatch": "harmless_strmatch_ci95",
     "harmless_judge": "harmless_judge_ci95",
     "harm_help": "harm_help_ci95",

