@@ -3,14 +3,16 @@
 A claim names the numbers the paper reports and a test on the reproduced tables, and gets a verdict:
   holds         the reproduced effect's 95 % CI excludes 0 in the direction the paper claims;
   reversed      the CI excludes 0 in the other direction;
-  inconclusive  the CI includes 0 (why: the minimum detectable effect at that n), or a judge that made the column is
-                at chance on its judge card (agreement CI includes 50 %) or a heuristic: such a column never decides;
+  inconclusive  the CI includes 0 (why: the minimum detectable effect at that n, alpha .05 two-sided, power .8:
+                alignrepro.stats' power formula from the per-item data or the table's `mde` column, else
+                approximated from the CI's width), or a judge that made the column is at chance on its judge card
+                (agreement CI includes 50 %) or a heuristic: such a column never decides;
   untestable    no reproduced column carries the effect (why: the claim's reason, or the table/row/CI missing).
 
 Tests (closed schema, see `validate`): `cell` reads one table row's value with its CI (a paired difference the
-aggregate already wrote, or a win rate against `null_value: 50`); `paired_items` bootstraps the paired difference
-from two per-item JSON files (alignrepro.stats.paired_difference, what the aggregates use); `untestable` gives
-the reason.
+aggregate already wrote, or a win rate against `null_value: 50`; optional `mde` and `p` columns); `paired_items`
+bootstraps the paired difference from two per-item JSON files (alignrepro.stats.paired_compare, what the aggregates
+use: with McNemar's or the sign test's p and the MDE); `untestable` gives the reason.
 Strings may hold `{paper.key.path}` or `{paper.key.path-1}`, resolved in the run's config (`--config-json`).
 
 The engine never imports a paper: the claims file and the tables are read by path.
@@ -31,17 +33,18 @@ from alignrepro.errors import UserError
 from alignrepro.reporting import plot_value
 
 VERDICTS = ("holds", "reversed", "inconclusive", "untestable")
-Z95, Z80 = 1.959964, 0.841621  # two-sided 95 % and 80 % power: MDE = (Z95 + Z80) * SE
+Z95, Z80 = 1.959964, 0.841621  # two-sided 95 % and 80 % power: MDE = (Z95 + Z80) * SE (when only a CI is known)
 TOP_KEYS = {"paper": True, "claims": True}
 CLAIM_KEYS = {"id": True, "claim": True, "reported": True, "direction": True, "test": True}
 REPORTED_KEYS = {"effect": True, "unit": True, "numbers": True, "source": True, "note": False}
 NUMBER_KEYS = {"table": True, "row": True, "column": True, "value": True}
 COMMON_TEST = {"kind": True, "unit": False, "scale": False, "judges": False, "card": False, "needs_target": False}
 TEST_KEYS = {
-    "cell": COMMON_TEST | {"table": True, "row": True, "value": True, "ci": False, "n": False, "null_value": False},
+    "cell": COMMON_TEST | {"table": True, "row": True, "value": True, "ci": False, "n": False, "null_value": False,
+                           "mde": False, "p": False},
     "paired_items": COMMON_TEST | {"a": True, "b": True},
     "untestable": {"kind": True, "reason": True},
-}
+}  # fmt: skip
 SIDE_KEYS = {"file": True, "items": True}
 _REF = re.compile(r"\{([A-Za-z_][\w.-]*?)(-\d+)?\}")
 
@@ -209,7 +212,7 @@ def _untestable(why: str) -> dict[str, Any]:
 
 def measure(test: dict[str, Any], root: Path, config: dict[str, Any], seed: int, n_boot: int) -> dict[str, Any]:
     """The reproduced effect (effect, ci, n) of one test, or untestable with the reason."""
-    from alignrepro.stats import paired_difference
+    from alignrepro.stats import paired_compare
 
     need = f" (target {test['needs_target']})" if test.get("needs_target") else ""
     scale = test.get("scale", 1)
@@ -224,8 +227,11 @@ def measure(test: dict[str, Any], root: Path, config: dict[str, Any], seed: int,
             a, b = (_items(f, k) for f, k in sides.values())
         except (KeyError, TypeError, AttributeError) as e:
             return _untestable(f"no per-item values {e} in {sides['a'][0]} / {sides['b'][0]}")
-        d = paired_difference(a, b, n_boot, seed)
-        effect, ci, n = d["diff"], d["ci"], d["n"]
+        d = paired_compare(a, b, n_boot, seed)
+        effect, ci, n, mde, p = d["diff"], d["ci"], d["n"], d["mde"], d["p_value"]
+        if mde is None and ci is not None:
+            return {"effect": effect * scale, "ci": [ci[0] * scale, ci[1] * scale], "n": n, "p_value": p,
+                    "mde": None, "mde_why": d["mde_why"]}  # fmt: skip
     else:
         table = root / "tables" / resolve(test["table"], config)
         if not table.is_file():
@@ -242,11 +248,14 @@ def measure(test: dict[str, Any], root: Path, config: dict[str, Any], seed: int,
         effect, ci = value - null, None if ci is None else [ci[0] - null, ci[1] - null]
         n = _num(row.get(test["n"])) if test.get("n") else None
         n = None if n is None else int(n)
+        mde = _num(row.get(test["mde"])) if test.get("mde") else None
+        p = _num(row.get(test["p"])) if test.get("p") else None
         if ci is None:
             return {**_untestable(f"{table.name} {match}: column {test['value']!r} has no CI"), "effect": effect}
     if effect is None or ci is None:
         return {**_untestable(f"fewer than 2 paired items (n={n})"), "effect": effect, "n": n}
-    return {"effect": effect * scale, "ci": [ci[0] * scale, ci[1] * scale], "n": n}
+    return {"effect": effect * scale, "ci": [ci[0] * scale, ci[1] * scale], "n": n, "p_value": p,
+            "mde": None if mde is None else abs(mde * scale)}  # fmt: skip
 
 
 def verdict(claim: dict[str, Any], m: dict[str, Any], cards_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -263,8 +272,13 @@ def verdict(claim: dict[str, Any], m: dict[str, Any], cards_dir: Path, config: d
         holds = (lo > 0) == (sign > 0)
         why = "CI excludes 0 in the claimed direction" if holds else "CI excludes 0 against the claimed direction"
         return m | {"verdict": "holds" if holds else "reversed", "why": why}
-    mde = (Z95 + Z80) * (hi - lo) / (2 * Z95)  # 80 % power at the CI's standard error
+    if m.get("mde") is None and m.get("mde_why"):
+        return m | {"verdict": "inconclusive", "why": f"CI includes 0; no minimum detectable effect: {m['mde_why']}"}
+    mde, approx = m.get("mde"), ""
+    if mde is None:  # no per-item power calculation: 80 % power at the CI's standard error
+        mde, approx = (Z95 + Z80) * (hi - lo) / (2 * Z95), " (approx. from the CI width)"
     n = f"n={m['n']}" if m["n"] is not None else "this n"
+    n += approx
     reported = rep["effect"]
     if reported is None:
         why = f"minimum detectable effect {mde:.3g} at {n}; the paper gives no effect size to compare"

@@ -20,7 +20,8 @@ def reproduced_cell(c: dict[str, Any]) -> str:
     if c["effect"] is None:
         return "—"
     ci = f" [{_g(c['ci'][0])}, {_g(c['ci'][1])}]" if c.get("ci") else ""
-    n = f" (n={c['n']})" if c.get("n") is not None else ""
+    n = f" (n={c['n']}" + (f", p={c['p_value']:.2g}" if c.get("p_value") is not None else "") + ")"
+    n = n if c.get("n") is not None else ""
     return f"{_g(c['effect'])}{ci}{n}" + (f" {c['unit']}" if c.get("unit") else "")
 
 
@@ -37,6 +38,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
          "direction": c["direction"], "reported_effect": c["reported"]["effect"],
          "reported_unit": c["reported"]["unit"],
          "reported_source": c["reported"]["source"], "effect": c["effect"], "ci95": c["ci"], "n": c["n"],
+         "p_value": c.get("p_value"), "mde": c.get("mde"),
          "unit": c.get("unit"), "test": c["test"], "verdict": c["verdict"], "why": c["why"]}
         for c in result["claims"]
     ]  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,42 @@ def test_paired_items_bootstrap_from_per_item_files(tmp_path):
     assert c["verdict"] == "untestable" and "iter2.json was not written" in c["why"]
 
 
+def test_inconclusive_paired_items_use_the_power_formula_mde(tmp_path):
+    """Binary per-item files: the MDE comes from the discordance (alignrepro.stats), not the CI width, with McNemar's p;
+    a table's `mde` / `p` columns are read the same way; identical items say why no MDE exists."""
+    from alignrepro.stats import mde_paired_binary
+
+    res = tmp_path / "res" / "eval"
+    res.mkdir(parents=True)
+    a = {f"q{i}": float(i < 3 or i >= 30) for i in range(40)}  # 3 right only for a, 2 right only for b (q30..q39 both)
+    b = {f"q{i}": float(3 <= i < 5 or i >= 30) for i in range(40)}
+    (res / "a.json").write_text(json.dumps({"per_item": {"acc": a}}))
+    (res / "b.json").write_text(json.dumps({"per_item": {"acc": b}}))
+    t = {"kind": "paired_items", "a": {"file": "eval/a.json", "items": "per_item.acc"},
+         "b": {"file": "eval/b.json", "items": "per_item.acc"}, "unit": "pts"}  # fmt: skip
+    c = run(tmp_path, write(tmp_path, [claim(t, effect=0.05)]))
+    mde = mde_paired_binary(40, 5 / 40)
+    assert c["verdict"] == "inconclusive" and c["mde"] == pytest.approx(mde)
+    assert c["p_value"] == pytest.approx(1.0)  # 3 vs 2 discordant
+    assert f"minimum detectable effect {mde:.3g} > reported effect 0.05 at n=40" in c["why"]
+    assert "approx" not in c["why"]
+    (res / "b.json").write_text(json.dumps({"per_item": {"acc": {k: v + 0.5 for k, v in a.items()}}}))
+    c = run(tmp_path, write(tmp_path, [claim(t)]))  # constant difference: no spread, no MDE, and it says so
+    assert c["verdict"] == "reversed"
+    (res / "b.json").write_text(json.dumps({"per_item": {"acc": {k: v * 0.5 for k, v in a.items() if v == 0}}}))
+    c = run(tmp_path, write(tmp_path, [claim(t)]))  # both sides 0 on every common item: the exact test's floor
+    assert c["verdict"] == "inconclusive" and c["n"] == 27 and c["mde"] == pytest.approx(6 / 27)
+    same = {f"q{i}": i / 7 for i in range(40)}  # scores, identical on both sides: no spread, no MDE, and it says so
+    for side in ("a", "b"):
+        (res / f"{side}.json").write_text(json.dumps({"per_item": {"acc": same}}))
+    c = run(tmp_path, write(tmp_path, [claim(t)]))
+    assert c["verdict"] == "inconclusive" and "no minimum detectable effect: no item differs" in c["why"]
+    rows = [{"a": "m", "metric": "acc", "diff": 0.05, "ci": [-0.1, 0.2], "n": 40, "mde": 0.21, "p": 0.4}]
+    c = run(tmp_path, write(tmp_path, [claim(cell_test(mde="mde", p="p"), effect=0.05)], rows))
+    assert c["mde"] == pytest.approx(0.21) and c["p_value"] == pytest.approx(0.4)
+    assert "minimum detectable effect 0.21 > reported effect 0.05 at n=40" in c["why"]
+
+
 def test_untestable_and_missing_values(tmp_path):
     c = run(tmp_path, write(tmp_path, [claim({"kind": "untestable", "reason": "no paired data"})], ROWS))
     assert c["verdict"] == "untestable" and c["why"] == "no paired data"
@@ -194,10 +231,13 @@ def string_constants(path: Path) -> set[str]:
 
 
 def written_columns(folder: Path) -> set[str]:
-    """String constants of the paper's aggregate, plus paired_difference's keys when it writes those rows."""
+    """String constants of the paper's aggregate and the paper modules it imports (e.g. mote/paired.py), plus
+    alignrepro.stats' keys when they write its paired differences."""
     agg = folder / "aggregate.py"
-    names = string_constants(agg)
-    if "paired_difference" in agg.read_text():
+    imported = re.findall(rf"alignrepro\.methods\.{folder.name}\.(\w+)", agg.read_text())
+    mods = [agg] + [folder / f"{m}.py" for m in imported]
+    names = set().union(*(string_constants(m) for m in mods if m.is_file()))
+    if any("paired_difference" in m.read_text() or "paired_compare" in m.read_text() for m in mods if m.is_file()):
         names |= string_constants(ROOT / "alignrepro" / "stats.py")
     return names
 
@@ -210,6 +250,7 @@ def test_every_paper_in_the_default_target_ships_claims():
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.parent.name for p in SHIPPED])
 def test_shipped_claims_name_what_the_aggregate_writes(path):
     from alignrepro.config import resolve_config
+    from alignrepro.papers import discover
 
     paper = path.parent.name
     data = C.load(path, paper)
@@ -221,10 +262,11 @@ def test_shipped_claims_name_what_the_aggregate_writes(path):
         if t["kind"] == "cell":
             name = Path(t["table"]).name
             assert any(s.endswith(name) for s in consts), f"{c['id']}: {name} is not written by the aggregate"
-            for col in [t["value"], t.get("ci"), t.get("n"), *t["row"]]:
+            for col in [t["value"], t.get("ci"), t.get("n"), t.get("mde"), t.get("p"), *t["row"]]:
                 assert col is None or col in consts, f"{c['id']}: column {col!r} is not written by the aggregate"
+            rows = set(discover()[paper].rows)  # a row name of the paper's manifest (the aggregate writes it)
             for v in t["row"].values():  # a literal row value is one the aggregate writes
-                assert "{" in str(v) or str(v) in consts or str(v) in rules, f"{c['id']}: row value {v!r}"
+                assert "{" in str(v) or str(v) in consts | rows or str(v) in rules, f"{c['id']}: row value {v!r}"
         elif t["kind"] == "paired_items":
             for side in ("a", "b"):
                 *keys, item = t[side]["items"].split(".")

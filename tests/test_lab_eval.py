@@ -17,6 +17,7 @@ import yaml
 from alignrepro.data.records import save_records
 from alignrepro.data.verifiable import generate_tasks
 from alignrepro.errors import UserError
+from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import read_json, write_jsonl
 from alignrepro.methods.lab import aggregate as A
 from alignrepro.methods.lab import evaluate as E
@@ -260,9 +261,16 @@ def agg_spec(tmp_path) -> dict:
         sel[k] = str(root / f"{k}.json")
     (root / "mt.json").write_text(json.dumps({"score": 3.25, "judge_id": "local:smollm2", "heuristic": False}))
     tasks = {
-        "micro_mmlu": {"status": "ok", "acc": 0.3, "n": 57, "num_fewshot": 0},
-        "mmlu": {"status": "not available offline"},
+        "mmlu": {
+            "status": "ok",
+            "acc": 0.3,
+            "n": 57,
+            "num_fewshot": 0,
+            "label": "MMLU (stratified 57 of 14,042, 0-shot)",
+        },
         "gsm8k": {"status": "not available offline"},
+        "arc_challenge": {"status": "not available offline"},
+        "gsm8k_100": {"status": "ok", "exact_match": 0.05, "n": 100, "num_fewshot": 5, "label": "GSM8K-100 (5-shot)"},
     }
     (root / "lm.json").write_text(json.dumps({"tasks": tasks}))
     evals = {
@@ -313,8 +321,20 @@ def test_aggregate_writes_every_output_with_reported_rows_apart(agg_spec, tmp_pa
     assert "not run (target lab_ablations)" in mine and "Tier **ci**, seed 0, teacher `ci-random-llama`" in mine
     assert "judge-free" in mine and "majority answer 0.500" in mine
     assert re.search(r"lab − base \| MMLU-branch acc \| \+0\.333 \[", mine)
-    assert re.search(r"lab − stacked \| held-out NLL \| n/a \| 0 \| 0 \| not run", mine)
-    assert "30.00 (micro_mmlu, 0-shot)" in mine and "not available offline" in mine and "see leaderboard" in mine
+    assert re.search(r"lab − stacked \| held-out NLL \| n/a \| 0 \| 0 \| – \| not run", mine)
+    # the paired tests by hand: MMLU-branch right only for LAB on 2 items, never only for base: 2 (1/2)^2 = 0.5;
+    # held-out NLL lower for LAB on all 4 items: sign test 2 (1/2)^4 = 0.125; MDE from the 2/6 discordance
+    from alignrepro.stats import mde_paired_binary
+
+    assert f"McNemar exact p=0.5; MDE {mde_paired_binary(6, 2 / 6):.3g}" in mine and "sign test p=0.12" in mine
+    diff_csv = io.StringIO((out / "table3_differences.csv").read_text())
+    diffs = {(d["b"], d["metric"]): d for d in csv.DictReader(diff_csv)}
+    assert float(diffs["base", "heldout_nll"]["p_value"]) == pytest.approx(0.125)
+    assert float(diffs["base", "mmlu_branch"]["mde"]) == pytest.approx(mde_paired_binary(6, 2 / 6))
+    lo, hi = wilson(17, 57)  # lm-eval cells carry a Wilson CI over their n items; MT-Bench says why not
+    assert f"30.00 [{lo:.1f}, {hi:.1f}] (MMLU (stratified 57 of 14,042, 0-shot))" in mine and "3.25 (no CI: " in mine
+    assert "5.00 [" in mine and "(GSM8K-100 (5-shot))" in mine  # GSM8K-100 stands in for GSM8K, named
+    assert "not available offline" in mine and "see leaderboard" in mine
     assert "7.66" not in mine and "Merlinite" not in mine  # reported numbers never in the reproduced part
     reported = yaml.safe_load(REPORTED.read_text())
     t3 = next(t for t in reported if t["table_id"] == "table3")
@@ -351,6 +371,19 @@ def test_aggregate_with_the_stacked_ablation(agg_spec, tmp_path):
     assert float(stacked["mmlu_branch"]["diff"]) == pytest.approx(1 / 6) and stacked["oracle"]["n"] == "4"
     md = (tmp_path / "t/table3.md").read_text().partition("## Reported")[0]
     assert "not run (target" not in md.split("### Shared")[0]
+
+
+def test_rows_over_seeds_when_the_spec_lists_several(agg_spec, tmp_path):
+    root = Path(agg_spec["root"])
+    seeds = [fake_eval(root / f"lab.seed{s}.json", mmlu, [1], [2.0])
+             for s, mmlu in enumerate(([1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]))]  # fmt: skip
+    rows = A.model_rows(agg_spec | {"seed_evals": {"lab": seeds}}, A.load_evals(agg_spec))
+    lab = next(r for r in rows if r["model"] == "lab")
+    assert lab["n_seeds"] == 3 and lab["mmlu_branch_seeds_mean"] == pytest.approx(0.75)
+    half = 4.302653 * 0.25 / 3**0.5  # t(0.975, 2) x SD 0.25 / sqrt(3)
+    assert lab["mmlu_branch_seeds_ci"] == pytest.approx([0.75 - half, 0.75 + half], rel=1e-5)
+    assert "; 3 seeds: 0.750 [" in A._cell(lab, "mmlu_branch")
+    assert "n_seeds" not in next(r for r in rows if r["model"] == "base")  # one seed: no interval over seeds
 
 
 def test_plot_draws_a_missing_model_as_na_not_zero(agg_spec, tmp_path):

@@ -155,6 +155,11 @@ def test_figure_b_baselines_and_all_scalarizers(known):
     assert set(b["baselines"]) == {"single_pm_rlaif_baseline", "single_principle_morlaif_baseline"}
     # a noisy single PM is worse than the ceiling
     assert b["baselines"]["single_pm_rlaif_baseline"]["accuracy"] < 1.0
+    # per-pair outcomes kept by pair id (the tables' paired McNemar test): they add up to each accuracy
+    pair_ids = {p["id"] for p in known[0]}
+    for r in [*b["objectives"].values(), *b["baselines"].values()]:
+        assert len(r["per_item"]) == r["n"] and sum(r["per_item"].values()) == r["correct"]
+        assert set(r["per_item"]) <= pair_ids and set(r["per_item"].values()) <= {0, 1}
 
 
 def test_figure_f_agreement(known):

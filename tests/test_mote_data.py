@@ -237,6 +237,9 @@ def test_table2_components_and_cli(tmp_path):
         "answer": 3,
     }
     assert read_json(tmp_path / "sb.json")["metric"]["smoothing"].startswith("nltk SmoothingFunction().method1")
+    for v in out["rows"].values():  # each Self-BLEU with its bootstrap CI over the hypotheses
+        assert v["ci95"][0] <= v["self_bleu"] + 0.01 and v["self_bleu"] - 0.01 <= v["ci95"][1]
+    assert out["rows"]["total_chain"]["self_bleu"] == pytest.approx(S.self_bleu(texts["total_chain"]), abs=0.01)
 
 
 # --- baselines ----------------------------------------------------------------------------------------------------

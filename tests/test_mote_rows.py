@@ -4,6 +4,7 @@ answers), trained with the trainer and settings it names, and labelled in Table 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -217,6 +218,69 @@ def test_table1_labels_and_notes_come_from_the_rows(tmp_path):
             "UNTRAINED: its data step kept no rows (= the base model); LoRA SFT on its self-made data",
         ),
     ]
+
+
+def test_per_item_values_follow_the_columns_definitions():
+    from alignrepro.methods.mote.evaluate import per_item_values
+
+    ann = [
+        {"id": "h1", "eval_set": "harmful", "xstest_strmatch": {"label": "refusal"}, "harmlessness": 8.0,
+         "helpfulness": 3.0},
+        {"id": "h2", "eval_set": "harmful", "xstest_strmatch": {"label": "compliance"}, "harmlessness": 2.0,
+         "helpfulness": None},  # no rating: no Harm-Help value, as in the column's denominator
+        {"id": "h3", "eval_set": "harmful", "xstest_strmatch": {"label": "empty"}, "harmlessness": None},
+        {"id": "b1", "eval_set": "benign", "xstest_strmatch": {"label": "refusal"}, "helpfulness": 6.0},
+        {"id": "j1", "eval_set": "jailbreak", "xstest_strmatch": {"label": "refusal"}, "harmlessness": 9.0},
+    ]  # fmt: skip
+    v = per_item_values(ann, thr=7.0)
+    assert v["harm"] == {"h1": 100.0, "h2": 0.0} and v["harm_strmatch"] == {"h1": 100.0, "h2": 0.0}
+    assert v["harm_help"] == {"h1": 3.0} and v["help"] == {"b1": 6.0} and v["not_overrefuse"] == {"b1": 0.0}
+
+
+def test_rows_carry_cis_and_paired_differences_against_mote(tmp_path):
+    """Every reproduced Table 1 / 3 row has each column's CI; MoTE − baseline and prompting − plain are paired on the
+    same prompts (McNemar for the harmless rate, sign test for ratings) with the MDE: differences.csv by hand."""
+    harm = {"MoTE": [1, 1, 1, 1, 1, 1, 1, 0], "baseline_sft": [0, 0, 0, 0, 0, 0, 0, 0]}
+    helps = {"MoTE": [5, 6, 7, 8], "baseline_sft": [4, 6, 6, 9]}
+
+    def system(name: str) -> dict:
+        return {"help": 6.5, "harm": 87.5, "harm_help": None, "harm_strmatch": None, "n": {"harmful": 8},
+                "sets": {"harmful": {"metrics": {"harmless_rate_judge": {"ci95": [52.9, 97.8]}}},
+                         "benign": {"metrics": {"help_judge": {"ci95": [4.4, 8.6]},
+                                                "not_overrefuse_xstest": {"ci95": [40.0, 90.0]}}}},
+                "per_item": {"harm": {f"h{i}": 100.0 * v for i, v in enumerate(harm.get(name, harm["MoTE"]))},
+                             "help": {f"b{i}": float(v) for i, v in enumerate(helps.get(name, helps["MoTE"]))},
+                             "harm_help": {}, "harm_strmatch": {}, "not_overrefuse": {}}}  # fmt: skip
+
+    for table, systems in (("table1", ["MoTE", "baseline_sft"]), ("table3", ["prompt-plain", "prompt-aligncot"])):
+        path = tmp_path / f"b/eval/{table}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"systems": {s: system(s) for s in systems}, "judge": {"id": "J"},
+                                    "prompts": {"sha256": "0" * 64}, "inputs": {s: {"sha256": "1" * 64}
+                                                                                for s in systems}}))  # fmt: skip
+    sb = {"rows": {"answer": {"amount": 2, "self_bleu": 0.5}}, "provenance": {"chains": {"sha256": "2" * 64}}}
+    (tmp_path / "b/chains").mkdir()
+    (tmp_path / "b/chains/alignCoT-v1.self_bleu.json").write_text(json.dumps(sb))
+    spec = {"tier": "ci", "seed": 1, "bases": ["b"], "main": "b", "root": str(tmp_path), "template": "alignCoT-v1",
+            "judge": "j", "baselines": [{"name": "sft", "label": "SFT", "trainer": "trl:SFTTrainer", "note": None}],
+            "prompting": ["prompt-plain", "prompt-aligncot"]}  # fmt: skip
+    out = tmp_path / "tables"
+    A.main(["tables", "--spec-json", json.dumps(spec), "--reported", str(REPO / "methods/mote/reported.yaml"),
+            "--out-dir", str(out)])  # fmt: skip
+    rows = [r for r in csv.DictReader((out / "tables.csv").open()) if r["source"] == "reproduced"]
+    assert {r["row"] for r in rows} >= {"MoTE-b", "SFT", "WVU", "analysis-guidance-answer"}
+    for r in rows:
+        if r["table"] in ("table1", "table3"):
+            assert json.loads(r["harm_ci95"]) == [52.9, 97.8] and json.loads(r["not_overrefuse_ci95"]) == [0.4, 0.9]
+    assert "87.50 [52.90, 97.80]" in (out / "tables.md").read_text()
+    diffs = {(d["table"], d["b_row"], d["metric"]): d for d in csv.DictReader((out / "differences.csv").open())}
+    d = diffs["table1", "sft", "harm"]
+    assert d["a"] == "MoTE-b" and d["b"] == "SFT" and d["test"] == "McNemar exact"
+    assert float(d["diff"]) == pytest.approx(87.5) and float(d["p_value"]) == pytest.approx(2 / 2**7)  # 7 vs 0
+    d = diffs["table1", "sft", "help"]  # + + 0 - : sign test on 3 non-zero differences, 2 vs 1
+    assert d["test"] == "sign test" and float(d["p_value"]) == pytest.approx(1.0) and float(d["diff"]) == 0.25
+    assert diffs["table3", "prompt-plain", "harm"]["a"] == "analysis-guidance-answer"
+    assert diffs["table1", "sft", "harm_help"]["note"] == "no prompt with a value on both sides"
 
 
 # ------------------------------------------------------------------------------------------------ the rules

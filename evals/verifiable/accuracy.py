@@ -1,6 +1,7 @@
 """Oracle-scored accuracy (in %) on verifiable tasks, overall and per task kind, with Wilson 95% intervals.
 
-Records with task == "open" have no gold answer and are skipped (counted in n_skipped_open).
+Records with task == "open" have no gold answer and are skipped (counted in n_skipped_open). `per_item` keeps each
+scored record's 0/1 by id, so two models on the same items compare paired (alignrepro.stats.paired_compare).
 """
 
 from __future__ import annotations
@@ -40,18 +41,21 @@ def accuracy(records_with_outputs: list[Record | dict[str, Any]]) -> dict[str, A
 
     records = [r if isinstance(r, Record) else Record.from_dict(r) for r in records_with_outputs]
     per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_item: dict[str, int] = {}
     for r in records:
         if r.task == "open":
             continue
         if r.output is None:
             raise ValueError(f"record {r.id} has no output to score")
         counts = per_task[r.task]
-        counts[0] += bool(is_correct(r, r.output))
+        per_item[str(r.id)] = int(bool(is_correct(r, r.output)))
+        counts[0] += per_item[str(r.id)]
         counts[1] += 1
     k, n = sum(c[0] for c in per_task.values()), sum(c[1] for c in per_task.values())
     return _summary(k, n) | {
         "per_task": {t: _summary(*c) for t, c in sorted(per_task.items())},
         "n_skipped_open": sum(r.task == "open" for r in records),
+        "per_item": per_item,
         "judge_id": OracleJudge.id,
         "checker_hash": OracleJudge().prompt_hash,
     }

@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
+from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from alignrepro.provenance import provenance
-from alignrepro.reporting import bars_or_missing, line_or_missing, log_to_wandb, md_table, to_csv
+from alignrepro.reporting import bars_or_missing, judge_footer, line_or_missing, log_to_wandb, md_table, to_csv
+from alignrepro.stats import paired_compare
 
 
 def pct(x: float | None) -> str:
@@ -24,9 +26,13 @@ def ci(lo_hi: list[float] | None) -> str:
     return "" if not lo_hi else f"[{lo_hi[0]:.1f}, {lo_hi[1]:.1f}]"
 
 
+def _eval_id(spec: dict[str, Any], model_id: str) -> str:
+    return "cut" if model_id == "cut_iter1" and spec["offline"] == "online_iter1" else model_id
+
+
 def model_row(spec: dict[str, Any], base: str, model_id: str, label: str) -> dict[str, Any]:
     root = Path(spec["root"])
-    eval_id = "cut" if model_id == "cut_iter1" and spec["offline"] == "online_iter1" else model_id
+    eval_id = _eval_id(spec, model_id)
     acc = read_json(root / "eval" / "accuracy" / base / f"{eval_id}.json")
     win = read_json(root / "eval" / "winrate" / base / f"{eval_id}.json")
     model_dir = Path(spec["model_dirs"][base][eval_id])
@@ -59,6 +65,34 @@ def model_row(spec: dict[str, Any], base: str, model_id: str, label: str) -> dic
     }
 
 
+def add_paired_accuracy(spec: dict[str, Any], base: str, rows: list[dict[str, Any]]) -> None:
+    """Each row's oracle accuracy minus the base model's on the same items (in points): paired bootstrap CI, exact
+    McNemar p and the minimum detectable effect at that n (alignrepro.stats.paired_compare). The first row is the
+    base itself; an accuracy file without per-item outcomes (written before they were kept) says so."""
+    acc_dir = Path(spec["root"]) / "eval" / "accuracy" / base
+
+    def items(model_id: str) -> dict[str, float] | None:
+        per = read_json(acc_dir / f"{_eval_id(spec, model_id)}.json").get("per_item")
+        return None if per is None else {k: 100.0 * v for k, v in per.items()}  # points, like the accuracy column
+
+    ref = items(rows[0]["model_id"])
+    for r in rows:
+        own = items(r["model_id"]) if r is not rows[0] else None
+        d = paired_compare(own, ref, spec.get("bootstrap", 2000), spec["seed"], binary=True) if own and ref else {}
+        r |= {"accuracy_vs_base": d.get("diff"), "accuracy_vs_base_ci95": d.get("ci"),
+              "accuracy_vs_base_p": d.get("p_value"), "accuracy_vs_base_mde": d.get("mde"),
+              "accuracy_vs_base_n": d.get("n"),
+              "accuracy_vs_base_note": "" if d or r is rows[0] else "no per-item outcomes"}  # fmt: skip
+
+
+def paired_cell(r: dict[str, Any]) -> str:
+    if r["accuracy_vs_base"] is None:
+        return r["accuracy_vs_base_note"] or "–"
+    mde = "n/a" if r["accuracy_vs_base_mde"] is None else f"{r['accuracy_vs_base_mde']:.1f}"
+    return (f"{r['accuracy_vs_base']:+.1f} {ci(r['accuracy_vs_base_ci95'])} p={r['accuracy_vs_base_p']:.2g}, "
+            f"MDE {mde} (n={r['accuracy_vs_base_n']})")  # fmt: skip
+
+
 def _cut_train_stats(meta: dict[str, Any]) -> dict[str, float]:
     logs = [h for h in meta.get("log_history", []) if "detected_ratio" in h]
     return {"detected_ratio": sum(h["detected_ratio"] for h in logs) / len(logs)} if logs else {}
@@ -69,6 +103,7 @@ def reproduced_md(rows: list[dict[str, Any]], first_col: str) -> str:
         first_col,
         "objective",
         "accuracy % [95% CI] (oracle)",
+        "accuracy − base, paired [95% CI], McNemar p, MDE",
         "win rate vs base % [95% CI]",
         "win (verifiable)",
         "win (open)",
@@ -80,6 +115,7 @@ def reproduced_md(rows: list[dict[str, Any]], first_col: str) -> str:
             r["method"],
             r["objective"],
             f"{pct(r['accuracy'])} {ci(r['accuracy_ci95'])}",
+            paired_cell(r),
             f"{pct(r['win_rate'])} {ci(r['win_rate_ci95'])}",
             pct(r["win_rate_verifiable"]),
             pct(r["win_rate_open"]),
@@ -101,7 +137,8 @@ def judge_note(rows: list[dict[str, Any]], cards: dict[str, dict[str, Any]] | No
             return f"`{judge_id}` (no judge card)"
         pw = card["pairwise"]
         ci = pw.get("ci95") or [math.nan, math.nan]
-        return (f"`{judge_id}` (judge card `{card['name']}`: pairwise agreement {pw['agreement']:.1f} % "
+        agreement = math.nan if pw.get("agreement") is None else pw["agreement"]  # None: every verdict unparsable
+        return (f"`{judge_id}` (judge card `{card['name']}`: pairwise agreement {agreement:.1f} % "
                 f"[{ci[0]:.1f}, {ci[1]:.1f}], n={pw['n']})")  # fmt: skip
 
     note = f"Judges: verifiable = {with_card(r['judge_verifiable'])}; open = {with_card(r['judge_open'])}."
@@ -159,6 +196,10 @@ def plot(offline: dict[str, list[dict]], online: list[dict], path: Path) -> Any:
     axes[1].set_title("Online iterations (Table 6 analogue)")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"CUT reproduction, tier {online[0]['tier'] if online else ''}: oracle accuracy and win rate vs base")
+    rows = [r for rs in offline.values() for r in rs] + online  # the win rates' judges, as the tables name them
+    judges = dict.fromkeys(f"`{r[k]}` ({k.removeprefix('judge_')} prompts)" for r in rows
+                           for k in ("judge_open", "judge_verifiable") if r.get(k))  # fmt: skip
+    judge_footer(fig, list(judges), heuristic=any(r.get("judge_open_heuristic") for r in rows))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -181,15 +222,19 @@ def main(argv: list[str] | None = None) -> None:
     labels = {"base": "Base"} | {n: r["label"] for n, r in spec["rows"].items()}
     offline = {b: [model_row(spec, b, m, labels[m]) for m in ["base", *spec["methods"]]] for b in spec["bases"]}
     ob = spec["online_base"]
-    online = [{**model_row(spec, ob, "base", "Base (iter 0)"), "n_judgments": None, "judged_positive_pct": None}]
+    online = [{**model_row(spec, ob, "base", "Base (iter 0)"), "n_judgments": None, "judged_positive_pct": None,
+               "judged_positive_ci95": None}]  # fmt: skip
     online += [model_row(spec, ob, f"cut_iter{k}", f"CUT {k}+") for k in range(1, spec["iterations"] + 1)]
+    for b, rows in offline.items():
+        add_paired_accuracy(spec, b, rows)
+    add_paired_accuracy(spec, ob, online)
     for k, row in enumerate(online[1:], 1):
         trip = Path(spec["root"]) / "online" / f"iter{k}" / "triplets.jsonl"
         judged = [json.loads(line) for line in trip.read_text().splitlines() if line.strip()]
         row["n_judgments"] = len(judged)
-        row["judged_positive_pct"] = (
-            100 * sum((j["judgment"] or "").lower().startswith("perfect") for j in judged) / max(1, len(judged))
-        )
+        perfect = sum((j["judgment"] or "").lower().startswith("perfect") for j in judged)
+        row["judged_positive_pct"] = 100 * perfect / max(1, len(judged))
+        row["judged_positive_ci95"] = wilson(perfect, len(judged))
     flat = [r for rows in offline.values() for r in rows]
     models = {b: read_json(Path(spec["model_dirs"][b]["base"]) / "model.json") for b in spec["bases"]}
     prov = provenance(
@@ -228,8 +273,11 @@ def main(argv: list[str] | None = None) -> None:
         reproduced_md(online, "model"),
         "\n"
         + md_table(
-            ["iteration", "judgments", "judged 'Perfect' %"],
-            [[r["method"], r["n_judgments"], f"{r['judged_positive_pct']:.1f}"] for r in online[1:]],
+            ["iteration", "judgments", "judged 'Perfect' % [95% CI]"],
+            [
+                [r["method"], r["n_judgments"], f"{r['judged_positive_pct']:.1f} {ci(r['judged_positive_ci95'])}"]
+                for r in online[1:]
+            ],
         ),
         "\n## Reported (paper)\n",
         reported_md(reported, ["Table 6"]),

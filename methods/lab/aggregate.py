@@ -5,7 +5,7 @@ beside the paper's reported Table 3 (as reported, never in the same table). A pl
 Spec JSON (--spec-json), all paths as written by the LAB rules:
   tier, seed, bootstrap     the tier; the seed (run and bootstrap); bootstrap resamples (default 2000)
   teacher, student          names shown in every table
-  root                      the tier's results folder (W&B runs under <root>/wandb)
+  root                      the tier's results folder (W&B runs: config wandb.dir)
   sdg_stages                [stages.json of every leaf] (sdg.py)
   phase_manifest            manifest.json of phases.py
   selections                {phase: <phase>/selected.json} (select.py), phases among kt1, kt2, st, stacked
@@ -14,6 +14,8 @@ Spec JSON (--spec-json), all paths as written by the LAB rules:
   ablation_target           optional, default "lab_ablations"
   leaderboard               optional {model key: {"mtbench": path, "lmeval": path}}: the shared leaderboard's score
                             files; a model without them says "see leaderboard"
+  seed_evals                optional {model key: [evaluate.py JSON per seed]}: with 2 or more, the row adds each
+                            metric's mean and t-interval over seeds (alignrepro.stats.seed_columns)
 
 Outputs in --out-dir: sdg_keep_rates.md, phases.md, table3.md, table3.csv, table3_differences.csv, reported.md,
 table3.png, summary.md, provenance.json. `python -m alignrepro.methods.lab.aggregate --help`
@@ -32,7 +34,7 @@ from alignrepro.io import atomic_write_json, atomic_write_text, content_sha256, 
 from alignrepro.methods.lab.phases import LABELS
 from alignrepro.provenance import provenance
 from alignrepro.reporting import bars_or_missing, log_to_wandb, md_table, plot_value, to_csv
-from alignrepro.stats import bootstrap_mean_ci, paired_difference
+from alignrepro.stats import bootstrap_mean_ci, paired_compare, seed_columns
 
 MODELS = {"base": "base (the student before LAB)", "lab": "LAB phased (ST's selected checkpoint)",
           "stacked": "stacked (one SFT on all data)"}  # fmt: skip
@@ -45,13 +47,14 @@ METRICS = {
 PAIRS = (("lab", "base"), ("lab", "stacked"))
 COLORS = ("tab:grey", "tab:blue", "tab:orange")  # base, lab, stacked
 PHASE_ORDER = ("kt1", "kt2", "st", "stacked")
-# Table 3 column -> lm-eval tasks tried in order with their metric (micro_mmlu stands in where MMLU has no data)
+# Table 3 column -> lm-eval tasks tried in order with their metric (GSM8K-100 stands in where GSM8K has no data);
+# a cell names what was scored by the task's label (e.g. "MMLU (stratified 114 of 14,042, 0-shot)")
 LMEVAL = {
-    "mmlu": (("mmlu", "acc"), ("micro_mmlu", "acc")),
+    "mmlu": (("mmlu", "acc"),),
     "arc": (("arc_challenge", "acc_norm"),),
     "hellaswag": (("hellaswag", "acc_norm"),),
     "winogrande": (("winogrande", "acc"),),
-    "gsm8k": (("gsm8k", "exact_match"),),
+    "gsm8k": (("gsm8k", "exact_match"), ("gsm8k_100", "exact_match")),
 }
 BOARD_COLS = ("mt_bench", *LMEVAL)
 
@@ -133,12 +136,18 @@ def load_evals(spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
 
 
 def _lmeval_cell(scores: dict[str, Any], col: str) -> tuple[float | None, str]:
+    from alignrepro.evals.verifiable.accuracy import wilson
+
     tasks = scores.get("tasks", {})
     for task, metric in LMEVAL[col]:
         t = tasks.get(task) or {}
         if t.get("status", "ok") == "ok" and t.get(metric) is not None:
             label = "" if task == LMEVAL[col][0][0] else f" ({task}, {t.get('num_fewshot', '?')}-shot)"
-            return 100 * t[metric], f"{100 * t[metric]:.2f}{label}"
+            label = f" ({t['label']})" if t.get("label") else label
+            n = t.get("n")  # a Wilson interval over the scored items (an accuracy of n items)
+            ci = wilson(round(t[metric] * n), n) if isinstance(n, int) and n > 0 else None
+            ci_text = f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else " (no CI: no item count)"
+            return 100 * t[metric], f"{100 * t[metric]:.2f}{ci_text}{label}"
     first = tasks.get(LMEVAL[col][0][0])
     return None, first.get("status", "no value") if first else "not run"
 
@@ -151,9 +160,13 @@ def board_cells(spec: dict[str, Any], key: str, ran: bool) -> dict[str, tuple[fl
     cells = dict.fromkeys(BOARD_COLS, (None, "see leaderboard"))
     mt = files.get("mtbench")
     if mt and Path(mt).is_file():
+        from alignrepro.evals.leaderboard_stats import mtbench_cis
+
         s = read_json(mt)
         flag = " ⚠ heuristic judge" if s.get("heuristic") else ""
-        cells["mt_bench"] = (s.get("score"), f"{fmt(s.get('score'), 2)} (judge `{s.get('judge_id')}`{flag})")
+        ci, why = mtbench_cis(s, spec["seed"])["mtbench_score"]  # bootstrap over the per-turn ratings
+        ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f" (no CI: {why})"
+        cells["mt_bench"] = (s.get("score"), f"{fmt(s.get('score'), 2)}{ci_text} (judge `{s.get('judge_id')}`{flag})")
     lm = files.get("lmeval")
     if lm and Path(lm).is_file():
         s = read_json(lm)
@@ -171,6 +184,9 @@ def model_rows(spec: dict[str, Any], evals: dict[str, dict[str, Any] | None]) ->
             row[m] = sum(items) / len(items) if items else None
             row[f"{m}_ci"] = bootstrap_mean_ci(items, spec.get("bootstrap", 2000), spec["seed"]) if items else None
             row[f"{m}_n"] = len(items)
+        seeds = (spec.get("seed_evals") or {}).get(key)  # [evaluation JSON per seed]: mean and t-CI over seeds
+        if ev is not None and seeds and len(seeds) > 1:
+            row |= seed_columns(seeds, {m: f"metrics.{m}" for m in METRICS})
         metrics = (ev or {}).get("metrics", {})
         row["mmlu_branch_majority"] = metrics.get("mmlu_branch_majority")
         row["mmlu_branch_chance"] = metrics.get("mmlu_branch_chance")
@@ -191,19 +207,31 @@ def differences(spec: dict[str, Any], evals: dict[str, dict[str, Any] | None]) -
             if evals[a] is None or evals[b] is None:
                 out.append(row | {"diff": None, "ci": None, "verdict": "not run", "n": 0, "n_only_one_side": 0})
                 continue
-            d = paired_difference(evals[a]["per_item"][item_key], evals[b]["per_item"][item_key],
-                                  spec.get("bootstrap", 2000), spec["seed"])  # fmt: skip
+            # + exact McNemar (accuracies) or sign test (NLL) p, and the minimum detectable effect at this n
+            d = paired_compare(evals[a]["per_item"][item_key], evals[b]["per_item"][item_key],
+                               spec.get("bootstrap", 2000), spec["seed"])  # fmt: skip
             better = None if not d["excludes_zero"] else (d["diff"] > 0) == higher
             verdict = {True: f"{a} better", False: f"{b} better", None: "no difference shown"}[better]
             out.append(row | d | {"verdict": verdict if d["n"] else "no common items"})
     return out
 
 
+def _test_cell(d: dict[str, Any]) -> str:
+    if d.get("p_value") is None:
+        return "–"
+    mde = "n/a" if d.get("mde") is None else f"{d['mde']:.3g}"
+    return f"{d['test']} p={d['p_value']:.2g}; MDE {mde}" + (f" ({d['mde_why']})" if d.get("mde_why") else "")
+
+
 def _cell(r: dict[str, Any], m: str) -> str:
     if not r["run"]:
         return "not run"
-    ci = r[f"{m}_ci"]
-    return fmt(r[m]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "") + f" (n={r[f'{m}_n']})"
+    ci, seeds = r[f"{m}_ci"], ""
+    if r.get("n_seeds", 1) > 1:
+        sci = r[f"{m}_seeds_ci"]
+        seeds = f"; {r['n_seeds']} seeds: {fmt(r[f'{m}_seeds_mean'])}"
+        seeds += f" [{fmt(sci[0])}, {fmt(sci[1])}]" if sci else ""
+    return fmt(r[m]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "") + f" (n={r[f'{m}_n']}){seeds}"
 
 
 def table3_md(spec: dict[str, Any], rows: list[dict[str, Any]], diffs: list[dict[str, Any]], cells: dict,
@@ -215,7 +243,7 @@ def table3_md(spec: dict[str, Any], rows: list[dict[str, Any]], diffs: list[dict
     board = [[r["label"], *(cells[r["model"]][c][1] for c in BOARD_COLS)] for r in rows]
     diff_rows = [[f"{d['a']} − {d['b']}", d["label"], fmt_diff(d["diff"]) + (
         f" [{fmt_diff(d['ci'][0])}, {fmt_diff(d['ci'][1])}]" if d["ci"] else ""), d["n"], d["n_only_one_side"],
-        d["verdict"]] for d in diffs]  # fmt: skip
+        _test_cell(d), d["verdict"]] for d in diffs]  # fmt: skip
     return "\n".join([
         "# LAB Table 3 analogue: base vs LAB phased vs stacked\n", "## Reproduced\n", header(spec),
         md_table(["model", *(f"{METRICS[m][0]} {'↑' if METRICS[m][2] else '↓'} [95% CI]" for m in METRICS),
@@ -223,8 +251,10 @@ def table3_md(spec: dict[str, Any], rows: list[dict[str, Any]], diffs: list[dict
         f"MMLU-branch baselines on the same items: majority answer {fmt(base['mmlu_branch_majority'])} (always "
         f"the most frequent gold letter), chance {fmt(base['mmlu_branch_chance'])}. Scored 0-shot by the "
         "log-likelihood of each answer letter (lm-eval MMLU format).\n",
-        "\n### Paired differences (same items; 95% percentile-bootstrap CI)\n",
-        md_table(["a − b", "metric", "difference [CI]", "items", "items on one side only", "verdict"], diff_rows),
+        "\n### Paired differences (same items; 95% percentile-bootstrap CI; exact McNemar for accuracies, sign test "
+        "for NLL; MDE = minimum detectable effect at alpha .05, power .8)\n",
+        md_table(["a − b", "metric", "difference [CI]", "items", "items on one side only", "test p; MDE", "verdict"],
+                 diff_rows),
         "\n### Shared leaderboard columns (MT-Bench is judged: see the judge card; lm-eval values in %)\n",
         md_table(["model", "MT-Bench", "MMLU", "ARC", "HellaSwag", "Winogrande", "GSM8K"], board),
         "\n## Reported (paper; 7B/13B models, Mixtral-8x7B teacher, GPT-4 judge: compare directions, not "
@@ -358,8 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     stage_rows = [{"leaf": r["leaf"], "pipeline": r["pipeline"], **s} for r in stages for s in r["stages"]]
     tables = {"lab_table3": rows, "lab_table3_differences": diffs, "lab_sdg_keep_rates": stage_rows,
               "lab_phases": phase_rows(manifest), "lab_selection": sel}  # fmt: skip
+    # row: the out folder's name (tables / ablation), so the two aggregate steps are two W&B runs
     log_to_wandb(json.loads(args.wandb_json), Path(spec["root"]), spec["tier"], {k: v for k, v in tables.items() if v},
-                 prov, paper="lab")  # fmt: skip
+                 prov, paper="lab", row=out.name)  # fmt: skip
 
 
 if __name__ == "__main__":

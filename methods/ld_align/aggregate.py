@@ -16,7 +16,7 @@ import yaml
 from alignrepro.io import atomic_write_text, read_json
 from alignrepro.provenance import provenance
 from alignrepro.reporting import line_or_missing, log_to_wandb, md_table, to_csv
-from alignrepro.stats import bootstrap_mean_ci, paired_difference
+from alignrepro.stats import bootstrap_mean_ci, paired_compare, seed_columns
 
 # metric -> (label, per-item key, higher is better)
 METRICS = {
@@ -34,9 +34,22 @@ def fmt_ci(ci: list[float] | None, digits: int = 3) -> str:
     return "" if ci is None else f" [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
+def over_seeds_cell(r: dict[str, Any], m: str) -> str:
+    """'; mean over k seeds x [lo, hi]' when the row has several seeds' results, else ''."""
+    if r.get("n_seeds", 1) < 2:
+        return ""
+    return f"; {r['n_seeds']} seeds: {fmt(r[f'{m}_seeds_mean'])}{fmt_ci(r[f'{m}_seeds_ci'])}"
+
+
 def diff_ci(c: dict[str, Any]) -> str:
     lo, hi = c["ci"] or (None, None)
     return f"{fmt_diff(c['diff'])} [{fmt_diff(lo)}, {fmt_diff(hi)}]"
+
+
+def fmt_p(c: dict[str, Any]) -> str:
+    """The paired test's p-value and the minimum detectable effect at this n (alignrepro.stats.paired_compare)."""
+    mde = "n/a" if c.get("mde") is None else f"{c['mde']:.3g}"
+    return f"{c['test']} p={c['p_value']:.2g}; MDE {mde}" + (f" ({c['mde_why']})" if c.get("mde_why") else "")
 
 
 def fmt_diff(x: float | None) -> str:
@@ -66,6 +79,9 @@ def metric_rows(spec: dict[str, Any], evals: dict[str, dict]) -> list[dict[str, 
             row[name] = ev["metrics"][name]
             row[f"{name}_ci"] = bootstrap_mean_ci(list(items.values()), spec["bootstrap"], spec["seed"])
         row["n_heldout"], row["n_verifiable"] = ev["n"]["heldout"], ev["n"]["verifiable"]
+        seeds = (spec.get("seed_evals") or {}).get(key)  # [evaluation JSON per seed]: mean and t-CI over seeds
+        if seeds and len(seeds) > 1:
+            row |= seed_columns(seeds, {name: f"metrics.{name}" for name in METRICS})
         row["model_hash"] = ev["model"].get("adapter_sha256") or ev["model"].get("weights_sha256")
         rows.append(row)
     return rows
@@ -80,7 +96,7 @@ def comparisons(spec: dict[str, Any], evals: dict[str, dict]) -> list[dict[str, 
     pairs += [(f"{a}/iter{spec['iterations'] - 1}", "start") for a in arms]
     for a, b in pairs:
         for name, (label, item_key, higher) in METRICS.items():
-            d = paired_difference(
+            d = paired_compare(  # + McNemar (accuracies) or sign test (NLL) p, and the MDE at this n
                 evals[a]["per_item"][item_key], evals[b]["per_item"][item_key], spec["bootstrap"], spec["seed"]
             )
             better = None if not d["excludes_zero"] else (d["diff"] > 0) == higher
@@ -177,10 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     prov = provenance(tier=spec["tier"], config=spec, seed=spec["seed"])
     header = ["method", "iteration", *(f"{METRICS[m][0]} {'↑' if METRICS[m][2] else '↓'}" for m in METRICS),
               "n (held-out / verifiable)", "model hash"]  # fmt: skip
-    table = [[r["method"], r["iteration"], *(fmt(r[m]) + fmt_ci(r[f"{m}_ci"]) for m in METRICS),
+    table = [[r["method"], r["iteration"], *(fmt(r[m]) + fmt_ci(r[f"{m}_ci"]) + over_seeds_cell(r, m) for m in METRICS),
               f"{r['n_heldout']} / {r['n_verifiable']}", (r["model_hash"] or "")[:12]] for r in rows]  # fmt: skip
     comp_rows = [[c["a"], c["b"], c["label"], diff_ci(c),
-                  c["n"], c["n_differ"],
+                  c["n"], c["n_differ"], fmt_p(c),
                   {True: "a better", False: "b better", None: "no difference shown"}[c["a_better"]]]
                  for c in comps]  # fmt: skip
     md = [
@@ -189,8 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         "Judge-free metrics with 95% percentile-bootstrap CIs over items. **No LD-Align numbers were reported** "
         "(the paper's tables could not be retrieved; see reported.md): these rows stand alone.\n",
         md_table(header, table),
-        "\n## Paired differences (a - b on the same items, 95% bootstrap CI)\n",
-        md_table(["a", "b", "metric", "a - b [CI]", "items", "items that differ", "verdict"], comp_rows),
+        "\n## Paired differences (a - b on the same items, 95% bootstrap CI; exact McNemar for accuracies, sign test "
+        "for NLL; MDE = minimum detectable effect at alpha .05, power .8)\n",
+        md_table(["a", "b", "metric", "a - b [CI]", "items", "items that differ", "test p; MDE", "verdict"], comp_rows),
         f"\nProvenance: commit {prov.get('git_commit')}, tier {spec['tier']}, seed {spec['seed']}; model hashes above.",
     ]
     atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")

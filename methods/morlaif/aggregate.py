@@ -22,9 +22,19 @@ from typing import Any
 import yaml
 
 from alignrepro.evals.judges.lines import card_line
+from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, content_sha256, read_json, read_jsonl, sha256_file
 from alignrepro.provenance import provenance
-from alignrepro.reporting import MISSING_LABEL, bars_or_missing, log_to_wandb, md_table, plot_value, to_csv
+from alignrepro.reporting import (
+    MISSING_LABEL,
+    bars_or_missing,
+    judge_footer,
+    log_to_wandb,
+    md_table,
+    plot_value,
+    to_csv,
+)
+from alignrepro.stats import paired_compare
 
 OBJECTIVE_NAMES = {  # reproduced key -> reported row name
     "linear": "linear",
@@ -38,6 +48,7 @@ OBJECTIVE_NAMES = {  # reproduced key -> reported row name
     "single_principle_morlaif_baseline": "single_principle_morlaif_baseline",
 }
 MATRIX_NAMES = {"lower_quantile": "lower_third_quantile", "single_pm": "single_pm"}
+SINGLE_PM = "single_pm_rlaif_baseline"  # figure B's reference: every scalarizer is compared with it, paired
 
 
 def f3(x: float | None) -> str:
@@ -102,14 +113,37 @@ def figure_a_md(bases: list[Base], rep: dict[str, Any]) -> tuple[str, list[dict]
     return md_table(header, body), csv_rows
 
 
-def figure_b_md(bases: list[Base], rep: dict[str, Any]) -> tuple[str, list[dict]]:
+def vs_single_pm(b: Base, key: str, seed: int) -> dict[str, Any]:
+    """A figure-B row minus the single-PM baseline on the same test pairs: paired bootstrap CI, exact McNemar p and
+    the minimum detectable effect at that n (alignrepro.stats); {} without per-pair outcomes (or for the baseline)."""
+    r = b.b["objectives"].get(key) or b.b["baselines"].get(key) or {}
+    ref = b.b["baselines"].get(SINGLE_PM, {}).get("per_item")
+    if key == SINGLE_PM or not ref or not r.get("per_item"):
+        return {}
+    d = paired_compare(r["per_item"], ref, 2000, seed, binary=True)
+    return {"vs_single_pm": d["diff"], "vs_single_pm_ci95": d["ci"], "vs_single_pm_p": d["p_value"],
+            "vs_single_pm_mde": d["mde"], "vs_single_pm_n": d["n"]}  # fmt: skip
+
+
+def paired_b_cell(d: dict[str, Any]) -> str:
+    if not d or d["vs_single_pm"] is None:
+        return "–"
+    mde = "n/a" if d["vs_single_pm_mde"] is None else f"{d['vs_single_pm_mde']:.3f}"
+    return (f"{d['vs_single_pm']:+.3f}{ci3(d['vs_single_pm_ci95'])} p={d['vs_single_pm_p']:.2g}, MDE {mde} "
+            f"(n={d['vs_single_pm_n']})")  # fmt: skip
+
+
+def figure_b_md(bases: list[Base], rep: dict[str, Any], seed: int = 0) -> tuple[str, list[dict]]:
     t = rep["fig_objective_accuracy"]
-    header = ["objective", *[f"reproduced {b.name}" for b in bases], *[f"reported {c}" for c in t["columns"]]]
+    header = ["objective", *[f"reproduced {b.name}" for b in bases],
+              *[f"− single PM, paired {b.name}" for b in bases], *[f"reported {c}" for c in t["columns"]]]  # fmt: skip
     body, csv_rows = [], []
     keys = list(bases[0].b["objectives"]) + list(bases[0].b["baselines"]) + ["multi_pm_ceiling"]
     for key in keys:
-        cells = []
+        cells, paired = [], []
         for b in bases:
+            d = vs_single_pm(b, key, seed)
+            paired.append(paired_b_cell(d))
             r = (
                 b.b["objectives"].get(key)
                 or b.b["baselines"].get(key)
@@ -117,8 +151,8 @@ def figure_b_md(bases: list[Base], rep: dict[str, Any]) -> tuple[str, list[dict]
             )
             cells.append(f"{f3(r.get('accuracy'))}{ci3(r.get('ci95'))} (n={r.get('n', 0)})")
             csv_rows.append({"figure": "B", "row": key, "base": b.name, "value": r.get("accuracy"),
-                             "ci95": r.get("ci95"), "n": r.get("n")})  # fmt: skip
-        body.append([key, *cells, *reported_cells(t, OBJECTIVE_NAMES.get(key, key))])
+                             "ci95": r.get("ci95"), "n": r.get("n"), **d})  # fmt: skip
+        body.append([key, *cells, *paired, *reported_cells(t, OBJECTIVE_NAMES.get(key, key))])
     return md_table(header, body), csv_rows
 
 
@@ -142,7 +176,9 @@ def figure_f_md(base: Base) -> tuple[str, list[dict]]:
     for name, row, ns in zip(f["rows"], f["agreement"], f["n"], strict=True):
         body.append([name, *(f3(v) for v in row)])
         for col, v, n in zip(f["columns"], row, ns, strict=True):
-            csv_rows.append({"figure": "F", "row": name, "column": col, "base": base.name, "value": v, "n": n})
+            ci = None if v is None or not n else [x / 100 for x in wilson(round(v * n), n)]  # agreement of n pairs
+            csv_rows.append({"figure": "F", "row": name, "column": col, "base": base.name, "value": v, "n": n,
+                             "ci95": ci})  # fmt: skip
     return md_table(["feedback of", *f["columns"]], body), csv_rows
 
 
@@ -155,13 +191,13 @@ def figure_g_md(bases: list[Base], rep: dict[str, Any]) -> tuple[str, list[dict]
     for i, k in enumerate(g0["k"]):
         rep_cells = [f3(vals[k]) if k < len(vals) else "–" for vals in t["rows"].values()]
         dropped = g0["rows"][i]["dropped"][-1] if g0["rows"][i]["dropped"] else "–"
-        body.append([k, dropped, *(f3(b.g["ceiling"][i]) for b in bases), *(f3(b.g["pm"][i]) for b in bases),
-                     *rep_cells])  # fmt: skip
+        cis = {c: [f3(b.g[c][i]) + ci3(b.g["rows"][i][c].get("ci95")) for b in bases] for c in ("ceiling", "pm")}
+        body.append([k, dropped, *cis["ceiling"], *cis["pm"], *rep_cells])
         for b in bases:
-            csv_rows.append(
-                {"figure": "G", "row": f"k{k}", "column": "ceiling", "base": b.name, "value": b.g["ceiling"][i]}
-            )
-            csv_rows.append({"figure": "G", "row": f"k{k}", "column": "pm", "base": b.name, "value": b.g["pm"][i]})
+            for col in ("ceiling", "pm"):  # each accuracy with its Wilson CI and n (analysis.py)
+                acc = b.g["rows"][i][col]
+                csv_rows.append({"figure": "G", "row": f"k{k}", "column": col, "base": b.name, "value": b.g[col][i],
+                                 "ci95": acc.get("ci95"), "n": acc.get("n")})  # fmt: skip
     return md_table(header, body), csv_rows
 
 
@@ -196,21 +232,24 @@ def ppo_md(bases: list[Base], arms: list[str]) -> str:
     return md_table(head, body)
 
 
-def claims(bases: list[Base], headline: str) -> list[str]:
+def claims(bases: list[Base], headline: str, seed: int = 0) -> list[str]:
     """The paper's headline claims, checked on the reproduced numbers (with the uncertainty that decides them)."""
     out = []
     for b in bases:
         objs = {k: v for k, v in b.b["objectives"].items() if v.get("accuracy") is not None}
-        single = b.b["baselines"].get("single_pm_rlaif_baseline", {})
+        single = b.b["baselines"].get(SINGLE_PM, {})
         best = max(objs.values(), key=lambda r: r["accuracy"]) if objs else {}
         lin = objs.get("linear", {})
         ceil = b.b["multi_pm_ceiling"]
-        if lin and single.get("accuracy") is not None:
-            separated = lin["ci95"][0] > single["ci95"][1] if lin.get("ci95") and single.get("ci95") else False
-            verdict = "holds" if lin["accuracy"] > single["accuracy"] else "does not hold"
+        d = vs_single_pm(b, "linear", seed) if lin else {}
+        if lin and single.get("accuracy") is not None and d.get("vs_single_pm") is not None:
+            lo, hi = d["vs_single_pm_ci95"] or (math.nan, math.nan)
+            verdict = "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved at this n"
             out.append(f"- {b.name}: multi-PM (linear) accuracy {f3(lin['accuracy'])} vs single-PM "
-                       f"{f3(single['accuracy'])} on n={lin['n']} → {verdict}"
-                       f"{' (CIs separate)' if separated else ' (CIs overlap: not resolved at this n)'}.")  # fmt: skip
+                       f"{f3(single['accuracy'])}; paired {paired_b_cell(d)} → {verdict}.")  # fmt: skip
+        elif lin and single.get("accuracy") is not None:
+            out.append(f"- {b.name}: multi-PM (linear) accuracy {f3(lin['accuracy'])} vs single-PM "
+                       f"{f3(single['accuracy'])}: no per-pair outcomes, so no paired test.")  # fmt: skip
         if best and ceil.get("accuracy") is not None:
             out.append(f"- {b.name}: ceiling {f3(ceil['accuracy'])} vs best scalarizer {f3(best['accuracy'])} → "
                        f"{'holds' if ceil['accuracy'] >= best['accuracy'] else 'does not hold'}.")  # fmt: skip
@@ -263,8 +302,11 @@ def plot_figure_c(ax: Any, bases: list[Base], rep: dict[str, Any], headline: str
     ax.legend(fontsize=7)
 
 
-def plot_figures(bases: list[Base], rep: dict[str, Any], headline: str, path: Path) -> Any:
-    """Writes the PNG and returns the (closed) Figure, whose artists tests inspect."""
+def plot_figures(
+    bases: list[Base], rep: dict[str, Any], headline: str, path: Path, judge: str = "", heuristic: bool = False
+) -> Any:
+    """Writes the PNG and returns the (closed) Figure, whose artists tests inspect. `judge`: figure C's judge line
+    (the tables' card_line), named in the footer with the heuristic warning where the tables carry one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,6 +362,7 @@ def plot_figures(bases: list[Base], rep: dict[str, Any], headline: str, path: Pa
     ax[1, 2].barh(list(ws), list(ws.values()), color=["C3" if v < 0 else "C0" for v in ws.values()])
     ax[1, 2].set_title(f"principle weights ({b.weights['mode']})")
     ax[1, 2].tick_params(labelsize=7)
+    judge_footer(fig, [f"{judge} (figure C)"] if judge else [], heuristic=heuristic)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -348,7 +391,7 @@ def figures(args: argparse.Namespace) -> None:
         analysis_sha256={b.name: content_sha256(b.dir / "analysis" / "weights.json") for b in bases},
     )
     a_md, a_rows = figure_a_md(bases, rep)
-    b_md, b_rows = figure_b_md(bases, rep)
+    b_md, b_rows = figure_b_md(bases, rep, spec["seed"])
     c_md, c_rows = figure_c_md(bases, rep, headline)
     f_md, f_rows = figure_f_md(bases[0])
     g_md, g_rows = figure_g_md(bases, rep)
@@ -399,9 +442,10 @@ def figures(args: argparse.Namespace) -> None:
     atomic_write_text(out / "figures.md", md)
     atomic_write_text(out / "figures.csv", to_csv(csv_rows))
     atomic_write_json(out / "provenance.json", prov)
-    plot_figures(bases, rep, headline, out / "figures.png")
+    heuristic = bool(card and card.get("heuristic"))
+    plot_figures(bases, rep, headline, out / "figures.png", judge=card_line(card, spec["judge"]), heuristic=heuristic)
     summary = [f"# MORLAIF at tier `{spec['tier']}`: the paper's claims on the reproduced numbers\n", tier_note + "\n"]
-    summary += claims(bases, headline)
+    summary += claims(bases, headline, spec["seed"])
     summary.append(f"\nFull tables: {out / 'figures.md'}; plot: {out / 'figures.png'}.\n")
     atomic_write_text(out / "summary.md", "\n".join(summary))
     log_to_wandb(json.loads(args.wandb_json), out, spec["tier"], {"figures": csv_rows}, prov, paper="morlaif")
@@ -469,6 +513,7 @@ def figure_e(args: argparse.Namespace) -> None:
     ax.set_yticks(range(len(arms)), arms, fontsize=8)
     ax.set_title("E: win rate of column vs row (%)")
     fig.colorbar(im, ax=ax)
+    judge_footer(fig, [card_line(card, spec["judge"])], heuristic=bool(card and card.get("heuristic")))
     fig.tight_layout()
     fig.savefig(out / "figure_e.png", dpi=110)
     plt.close(fig)

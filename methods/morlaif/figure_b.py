@@ -10,7 +10,9 @@ Inputs: data/pairs.jsonl, pm_scores.jsonl, analysis/weights.json; the rows as --
   fig_b_objective_accuracy.json   objectives: each row's scalarizer on the z-scored, weighted PM scores of a and b
                                   (the same z-score stats and weights as its PPO reward; prefer the larger, a tie is
                                   B) vs the human labels of the labelled test pairs; baselines: the single-PM
-                                  baselines (cai PM, hhh PM, raw scores); multi_pm_ceiling: from weights.json
+                                  baselines (cai PM, hhh PM, raw scores); multi_pm_ceiling: from weights.json.
+                                  Each objective and baseline keeps `per_item` {pair id: 1 right / 0 wrong}, so
+                                  two of them compare paired on the same pairs (McNemar: the tables step)
 
 `python -m alignrepro.methods.morlaif.figure_b --help`
 """
@@ -34,6 +36,12 @@ log = logging.getLogger("morlaif.figure_b")
 FILE = "fig_b_objective_accuracy.json"
 
 
+def _scored(data: Data, ids: Any, pred: Any, truth: Any) -> dict[str, Any]:
+    """accuracy() plus the per-pair outcomes by pair id (1 = agrees with the human label)."""
+    right = (pred == truth).astype(int).tolist() if len(ids) else []
+    return {**accuracy(pred, truth), "per_item": {data.ids_[i]: r for i, r in zip(ids, right, strict=True)}}
+
+
 def figure_b(data: Data, weights_doc: dict[str, Any], arms: list[Arm], baselines: list[str]) -> dict[str, Any]:
     principles = weights_doc["principles"]
     test = data.with_scores(data.ids("test", labelled=True), principles)
@@ -52,14 +60,14 @@ def figure_b(data: Data, weights_doc: dict[str, Any], arms: list[Arm], baselines
         fn = arm.function()
         ra = scalarize(fn, za, w, **arm.params)
         rb = scalarize(fn, zb, w, **arm.params)
-        objectives[arm.name] = accuracy((ra > rb).int().numpy(), truth)
+        objectives[arm.name] = _scored(data, test, (ra > rb).int().numpy(), truth)
     single = {}
     for b in baselines:
         ids = data.with_scores(data.ids("test", labelled=True), [b])
         if not len(ids):
             continue
         pred = (data.pm(ids, [b], "a")[:, 0] > data.pm(ids, [b], "b")[:, 0]).astype(int)
-        single[BASELINE_NAMES.get(b, b)] = {**accuracy(pred, data.human(ids)), "pm": b}
+        single[BASELINE_NAMES.get(b, b)] = {**_scored(data, ids, pred, data.human(ids)), "pm": b}
     ceiling = weights_doc["multi_pm_ceiling"]
     return {
         "split": "test",

@@ -26,8 +26,9 @@ import yaml
 
 from alignrepro.evals.judges.lines import card_line
 from alignrepro.io import atomic_write_json, read_json
+from alignrepro.methods.mote.paired import build_differences, differences_md
 from alignrepro.provenance import provenance
-from alignrepro.reporting import bars_or_missing, log_to_wandb, md_table, plot_value, to_csv
+from alignrepro.reporting import bars_or_missing, judge_footer, log_to_wandb, md_table, plot_value, to_csv
 
 log = logging.getLogger("mote.aggregate")
 COLS = {  # our column -> the reported YAML's column
@@ -69,6 +70,15 @@ REPORTED_ONLY = {
     "o3-mini": "reported only: closed OpenAI model, not reproducible here",
     "MATRIX": "reported only: MATRIX's multi-agent social-scene simulation is not reimplemented (methods/mote/README)",
 }
+# Each column's own 95 % CI: the safety layer's interval of the metric behind it (set, metric, scale to the column)
+CI_SOURCE = {
+    "help": ("benign", "help_judge", 1),
+    "harm": ("harmful", "harmless_rate_judge", 1),
+    "harm_help": ("harmful", "harm_help_judge", 1),
+    "not_overrefuse": ("benign", "not_overrefuse_xstest", 0.01),
+    "goodness_at_0.1": ("jailbreak", "goodness_at_0.1_judge", 1),
+    "harm_strmatch": ("harmful", "harmless_rate_strmatch_xstest", 1),
+}
 SELF_BLEU_ROWS = {"total_chain": "total_reasoning_chain", "analysis": "analysis", "guidance": "guidance",
                   "answer": "safe_answer"}  # fmt: skip
 
@@ -93,6 +103,7 @@ class Judged:
         s = self.d["systems"][system]
         out = {"table": table, "row": name, "source": "reproduced"}
         out |= {c: s.get(c) for c in [*COLS, *EXTRA]}
+        out |= {f"{c}_ci95": self.ci(system, c) for c in [*COLS, *EXTRA]}
         out |= {
             "mean_output_tokens": s.get("mean_output_tokens"),
             "n": json.dumps(s["n"], sort_keys=True),
@@ -106,6 +117,13 @@ class Judged:
         }
         return out
 
+    def ci(self, system: str, col: str) -> list[float] | None:
+        """The column's 95 % CI (Wilson for rates, normal for mean ratings) from the safety layer's metric."""
+        sets = self.d["systems"][system].get("sets", {})
+        name, metric, scale = CI_SOURCE[col]
+        ci = ((sets.get(name) or {}).get("metrics", {}).get(metric) or {}).get("ci95")
+        return None if not ci else [ci[0] * scale, ci[1] * scale]
+
 
 def reported_row(table: str, name: str, values: dict[str, Any], note: str = "") -> dict[str, Any]:
     out = {"table": table, "row": name, "source": "reported (v5)"}
@@ -113,11 +131,21 @@ def reported_row(table: str, name: str, values: dict[str, Any], note: str = "") 
     return out | {"note": note}
 
 
+def _with_ci(r: dict[str, Any], c: str, digits: int) -> str:
+    """A reproduced value with its 95 % CI (Judged.ci); a reported value as reported."""
+    ci = r.get(f"{c}_ci95")
+    if r.get(c) is not None and f"{c}_ci95" in r and not ci:  # a reproduced mean of fewer than 2 values
+        return f"{_fmt(r[c], digits)} (no CI: fewer than 2 items)"
+    if r.get(c) is None or not ci:
+        return _fmt(r.get(c), digits)
+    return f"{_fmt(r[c], digits)} [{_fmt(float(ci[0]), digits)}, {_fmt(float(ci[1]), digits)}]"
+
+
 def md(rows: list[dict[str, Any]], cols: list[str], digits: dict[str, int] | None = None) -> str:
     digits = digits or {}
     header = ["row", "source", *[HEAD.get(c, c) for c in cols], "model", "judge", "n", "note"]
     body = [
-        [r["row"], r["source"], *[_fmt(r.get(c), digits.get(c, 2)) for c in cols], r.get("model", "–"),
+        [r["row"], r["source"], *[_with_ci(r, c, digits.get(c, 2)) for c in cols], r.get("model", "–"),
          r.get("judge", "–"), r.get("n", "–"), r.get("note", "")]
         for r in rows
     ]  # fmt: skip
@@ -166,7 +194,8 @@ def build_tables(spec: dict[str, Any], reported: dict[str, Any]) -> tuple[dict[s
         sb = read_json(root / base / "chains" / f"{spec['template']}.self_bleu.json")
         for comp, v in sb["rows"].items():
             t2.append({"table": "table2", "row": SELF_BLEU_ROWS.get(comp, comp), "source": "reproduced",
-                       "amount": v["amount"], "self_bleu": v["self_bleu"], "tier": spec["tier"],
+                       "amount": v["amount"], "self_bleu": v["self_bleu"], "self_bleu_ci95": v.get("ci95"),
+                       "tier": spec["tier"],
                        "model": base, "seed": spec["seed"],
                        "data_sha256": sb["provenance"]["chains"]["sha256"][:12], "note": ""})  # fmt: skip
     t3 = [reported_row("table3", n, v, REPORTED_ONLY.get(n, "")) for n, v in rep3.items()]
@@ -179,9 +208,9 @@ def build_tables(spec: dict[str, Any], reported: dict[str, Any]) -> tuple[dict[s
 
 
 def _t2_md(rows: list[dict[str, Any]]) -> str:
-    body = [[r["row"], r["source"], r.get("amount"), _fmt(r.get("self_bleu")), r.get("model", "–"), r.get("note", "")]
-            for r in rows]  # fmt: skip
-    return md_table(["data", "source", "amount", "Self-BLEU ↓", "model", "note"], body)
+    body = [[r["row"], r["source"], r.get("amount"), _with_ci(r, "self_bleu", 2), r.get("model", "–"),
+             r.get("note", "")] for r in rows]  # fmt: skip
+    return md_table(["data", "source", "amount", "Self-BLEU ↓ [95% CI over hypotheses]", "model", "note"], body)
 
 
 def _headline(rows: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -191,6 +220,7 @@ def _headline(rows: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
 def cmd_tables(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     reported = reported_tables(args.reported)
     tables, judged = build_tables(spec, reported)
+    diffs = build_differences(spec, judged, PROMPTING_ROWS)
     card = read_json(args.card) if args.card else None
     judge_line = card_line(card, spec["judge"])
     cols1 = [*COLS, *EXTRA]
@@ -207,6 +237,9 @@ def cmd_tables(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         _t2_md(tables["table2"]),
         "\n## Table 3: prompting only (no training)\n",
         md(tables["table3"], ["help", "harm", "harm_help", *EXTRA]),
+        "\n## Paired differences (same prompts; 95% bootstrap CI; exact McNemar for rates, sign test for ratings; "
+        "MDE = minimum detectable effect at alpha .05, power .8)\n",
+        differences_md(diffs, HEAD),
     ]
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +247,9 @@ def cmd_tables(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     flat = [r for t in tables.values() for r in t]
     keys = list(dict.fromkeys(k for r in flat for k in r))
     (out / "tables.csv").write_text(to_csv([{k: r.get(k) for k in keys} for r in flat]))
+    if diffs:
+        keys = list(dict.fromkeys(k for r in diffs for k in r))
+        (out / "differences.csv").write_text(to_csv([{k: r.get(k) for k in keys} for r in diffs]))
     mote = _headline(tables["table1"], f"MoTE-{spec['main']}")
     lines = [f"# MoTE summary (tier {spec['tier']})", "", judge_line, ""]
     for r in [x for x in tables["table1"] if x["source"] == "reproduced"]:
@@ -245,22 +281,26 @@ def build_ablations(spec: dict[str, Any], reported: dict[str, Any]) -> tuple[dic
         c = cost["rows"][name]
         t6.append(j4.row("table6", name, system) | {
             "flops_rel": c["flops_rel"], "time_rel": c["time_rel"], "flops": c["flops"], "time_s": c["time_s"],
-            "note": "; ".join(cost.get("problems", [])) or "measured FLOPs (FlopCounterMode fit) and wall time",
+            "note": "; ".join(cost.get("problems", [])) or "measured FLOPs (FlopCounterMode fit) and wall time "
+                    "(one measurement each: no CI; the scores carry theirs)",
         })  # fmt: skip
     fig6 = read_json(root / "eval" / "fig6.json")
+    jf = Judged(root / "eval" / "fig6.json", spec, spec["main"])  # the CIs of its columns
     f6 = []
     for key, s in fig6["systems"].items():
         mode, _, budget = key.rpartition("-")
         f6.append({"table": "fig6", "row": key, "source": "reproduced", "mode": mode, "budget": int(budget),
                    "harm": s["harm"], "help": s["help"], "harm_help": s["harm_help"],
+                   **{f"{c}_ci95": jf.ci(key, c) for c in ("harm", "help", "harm_help")},
                    "mean_output_tokens": s["mean_output_tokens"], "tier": spec["tier"], "model": spec["main"],
                    "judge": fig6["judge"]["id"], "seed": spec["seed"],
                    "data_sha256": fig6["prompts"]["sha256"][:12]})  # fmt: skip
     return {"table4": t4, "table6": t6, "fig6": f6}, fig6, j4
 
 
-def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> tuple[Any, Any]:
-    """Writes the two PNGs and returns their (closed) Figures, whose artists tests inspect."""
+def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str, heuristic: bool = False) -> tuple[Any, Any]:
+    """Writes the two PNGs and returns their (closed) Figures, whose artists tests inspect. Each names the judge
+    (`judge_line`, the tables' card line) in its footer, with the heuristic warning where the tables carry one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,7 +321,7 @@ def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> tuple[A
     ax.set_ylabel("Harm: harmless rate %")
     ax.set_title("Fig. 6 (reproduced): Harm vs output-token budget", fontsize=9)
     ax.legend(fontsize=7)
-    fig.text(0.01, 0.01, judge_line[:120], fontsize=5)
+    judge_footer(fig, [judge_line], heuristic=heuristic)
     fig.tight_layout()
     fig.savefig(out / "fig6_harm_vs_budget.png", dpi=120)
     plt.close(fig)
@@ -299,6 +339,7 @@ def _plots(tables: dict[str, list[dict]], out: Path, judge_line: str) -> tuple[A
         ax.set_title(HEAD[col], fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle("Table 4: architecture ablation (reported WVU-7B / GPT-4 vs reproduced at this tier)", fontsize=9)
+    judge_footer(fig, [f"{judge_line} (reproduced rows)"], heuristic=heuristic)
     fig.tight_layout()
     fig.savefig(out / "table4_architectures.png", dpi=120)
     plt.close(fig)
@@ -314,8 +355,8 @@ def cmd_ablations(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cols = ["help", "harm", "harm_help"]
     t6cols = ["flops_rel", "time_rel", *cols]
-    f6_body = [[r["mode"], r["budget"], _fmt(r["mean_output_tokens"], 1), _fmt(r["harm"]), _fmt(r["help"]),
-                _fmt(r["harm_help"])] for r in tables["fig6"]]  # fmt: skip
+    f6_body = [[r["mode"], r["budget"], _fmt(r["mean_output_tokens"], 1), _with_ci(r, "harm", 2),
+                _with_ci(r, "help", 2), _with_ci(r, "harm_help", 2)] for r in tables["fig6"]]  # fmt: skip
     parts = [
         "# MoTE ablations: reproduced beside reported\n",
         f"{judge_line}. {provenance_line(spec, [j4])}.\n",
@@ -330,7 +371,7 @@ def cmd_ablations(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     flat = [r for t in tables.values() for r in t]
     keys = list(dict.fromkeys(k for r in flat for k in r))
     (out / "ablations.csv").write_text(to_csv([{k: r.get(k) for k in keys} for r in flat]))
-    _plots(tables, out, judge_line)
+    _plots(tables, out, judge_line, heuristic=bool(card and card.get("heuristic")))
     lines = [f"# MoTE ablations summary (tier {spec['tier']})", "", judge_line, ""]
     for r in [x for x in tables["table4"] if x["source"] == "reproduced"]:
         lines.append(f"- {r['row']}: " + ", ".join(f"{HEAD[c]} {_fmt(r[c])}" for c in cols))

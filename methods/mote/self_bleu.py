@@ -108,13 +108,18 @@ def _closest_other_length(uniq: list[int], lengths: Counter, own: int) -> int:
     return min(cands, key=lambda x: (abs(x - own), x))
 
 
-def self_bleu(texts: list[str], max_hypotheses: int | None = None, seed: int = 0) -> float:
-    """Mean Self-BLEU, 0-100."""
+def hypothesis_scores(texts: list[str], max_hypotheses: int | None = None, seed: int = 0) -> list[float]:
+    """Each hypothesis text's BLEU against the others, 0-100 (all texts, or a seeded sample of max_hypotheses)."""
     hyps = None
     if max_hypotheses is not None and max_hypotheses < len(texts):
         hyps = sorted(random.Random(seed).sample(range(len(texts)), max_hypotheses))
-    scores = self_bleu_scores(texts, hyps)
-    return 100.0 * sum(scores) / len(scores)
+    return [100.0 * s for s in self_bleu_scores(texts, hyps)]
+
+
+def self_bleu(texts: list[str], max_hypotheses: int | None = None, seed: int = 0) -> float:
+    """Mean Self-BLEU, 0-100."""
+    scores = hypothesis_scores(texts, max_hypotheses, seed)
+    return sum(scores) / len(scores)
 
 
 def chain_texts(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -130,10 +135,16 @@ def chain_texts(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def table2_rows(rows: list[dict[str, Any]], max_hypotheses: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Per Table 2 row: the amount of texts, Self-BLEU and a percentile-bootstrap 95 % CI over the hypotheses (an
+    approximation: each text's score uses the others as references, so the scores are not independent)."""
+    from alignrepro.stats import bootstrap_mean_ci
+
     out = {}
     for name, texts in chain_texts(rows).items():
-        value = round(self_bleu(texts, max_hypotheses, seed), 2) if len(texts) >= 2 else None
-        out[name] = {"amount": len(texts), "self_bleu": value}
+        scores = hypothesis_scores(texts, max_hypotheses, seed) if len(texts) >= 2 else []
+        value = round(sum(scores) / len(scores), 2) if scores else None
+        ci = bootstrap_mean_ci(scores, seed=seed) if scores else None
+        out[name] = {"amount": len(texts), "self_bleu": value, "ci95": ci}
     return out
 
 
