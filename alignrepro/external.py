@@ -13,6 +13,13 @@ used under the old hashes. It is kept apart from `files` on purpose: the workflo
 changed `files` manifest, while the checkpoint's files are inputs of `evals_import_model`, so Snakemake itself
 re-imports and re-scores the model when they change.
 
+`resolve_model` is the one resolver behind every command that asks for a model (`alignrepro <step> --model`,
+`evaluate --model/--base`, a paper step's `--base`/`--policy`): a model folder (model.json) is used as it is; a plain
+HF folder or a PEFT adapter folder (its base from adapter_config.json or `--base`) gets a reference (under
+`.cache/model-refs/`, or the caller's folder); a registry name is results/models/<name>; a hub id (`org/name`,
+`org/name@revision`: the full tier's way) gets a reference loaded through from_pretrained, after checking the hub
+(or, offline, the local HF cache) has it.
+
 Used by `alignrepro evaluate --model <folder>` and by the workflow's `evals.external` entries (evals/shared.smk).
 CLI: `python -m alignrepro.external --help`.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +37,7 @@ from typing import Any
 
 from alignrepro.errors import UserError
 from alignrepro.integrity import file_manifest, manifest_hash
-from alignrepro.io import atomic_write_json
+from alignrepro.io import atomic_write_json, stable_hash
 
 log = logging.getLogger(__name__)
 PROMPT_TEMPLATES = ("chat", "alpaca", "hh")
@@ -207,6 +215,114 @@ def plan(
     return out
 
 
+MODEL_FORMS = (
+    "a model folder (model.json), a Hugging Face model folder (config.json + weights), a PEFT adapter folder "
+    "(adapter_config.json), a registry model name or a hub id (org/name[@revision])"
+)
+HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(@(?P<revision>[\w./-]+))?$")
+
+
+def refs_dir() -> Path:
+    """Where references to checkpoints named on the command line go ($ALIGNREPRO_MODEL_REFS, else .cache/)."""
+    return Path(os.environ.get("ALIGNREPRO_MODEL_REFS") or Path(__file__).resolve().parents[1] / ".cache/model-refs")
+
+
+def hub_reference(value: str, out: Path, prompt_template: str = "chat", option: str = "--model") -> Path:
+    """Write out/model.json referencing hub model `org/name[@revision]` (loaded through from_pretrained, as the full
+    tier's registry models are), pinned to the commit the hub or the local HF cache resolves; a clear error when
+    neither has it (offline: HF_HUB_OFFLINE=1 and not downloaded)."""
+    match = HUB_ID.match(value)
+    if match is None:
+        raise UserError(f"{option} {value!r}: not a hub id; expected {MODEL_FORMS}")
+    repo, revision = match["repo"], match["revision"]
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config = Path(hf_hub_download(repo, "config.json", revision=revision))
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated, no network: all the user's to fix
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        why = "HF_HUB_OFFLINE=1 and it is not in the local HF cache" if offline else f"{type(e).__name__}: {first}"
+        raise UserError(
+            f"{option} {value!r}: no such local folder, and the hub cannot give it ({why}); expected {MODEL_FORMS}; "
+            "a hub model needs the network once (or a copy in the HF cache)"
+        ) from e
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "kind": "base",
+        "name": value,
+        "weights": repo,
+        "revision": config.parent.name if config.parent.parent.name == "snapshots" else revision,
+        "source": "hub",
+        "prompt_template": prompt_template,
+    }
+    atomic_write_json(out / "model.json", meta)
+    try:
+        _check_template(prompt_template, out, Path(value))
+    except UserError:
+        (out / "model.json").unlink()
+        raise
+    return out
+
+
+def resolve_model(
+    value: str | Path,
+    *,
+    option: str = "--model",
+    base: str | Path | None = None,
+    prompt_template: str | None = None,
+    models_dir: str | Path = "results/models",
+    out: str | Path | None = None,
+) -> Path:
+    """The model folder (with model.json) for whatever names a model (MODEL_FORMS). A checkpoint without model.json
+    gets a reference written to `out` (default: a folder under refs_dir() named by the checkpoint and options);
+    `base` and `prompt_template` apply to those only. Every failure is a UserError naming `option`."""
+    text = str(value)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        try:
+            kind = folder_kind(path)
+        except UserError as e:
+            raise UserError(f"{option}: {e}") from None
+        if kind == "model":
+            if base is not None or prompt_template is not None:
+                raise UserError(
+                    f"{option} {path}: has a model.json (it names its base and format): drop --base/--prompt-template"
+                )
+            from alignrepro.models import read_model_meta
+
+            read_model_meta(path, verify=False)  # a model.json that does not parse or names no kind: say so now
+            return path
+        if base is not None and not Path(base).is_dir():
+            base = resolve_model(base, option="--base", models_dir=models_dir)
+        elif base is None and kind == "peft":  # a hub id recorded as the adapter's base: reference it too
+            recorded = adapter_base(path)
+            if recorded and not Path(recorded).is_dir() and HUB_ID.match(recorded):
+                base = resolve_model(recorded, option=f"{path / 'adapter_config.json'} base_model_name_or_path")
+        template = prompt_template or "chat"
+        key = stable_hash([str(path.resolve()), str(base), template], 10)
+        ref = Path(out) if out is not None else refs_dir() / f"{path.resolve().name}-{key}"
+        import_model(path, ref, path.resolve().name, base, template)
+        return ref
+    if path.exists():
+        raise UserError(f"{option} {text}: a file; expected {MODEL_FORMS}")
+    registry = Path(models_dir) / text
+    if "/" not in text and (registry / "model.json").is_file():
+        if base is not None or prompt_template is not None:
+            raise UserError(f"{option} {text!r}: a registry model (it names its base and format): drop --base")
+        return registry
+    if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        if base is not None:
+            raise UserError(f"{option} {text!r}: a hub model takes no --base (adapters on the hub: download them)")
+        ref = Path(out) if out is not None else refs_dir() / f"hub-{_slug(text)}-{stable_hash(text, 8)}"
+        return hub_reference(text, ref, prompt_template or "chat", option)
+    raise UserError(f"{option} {text!r}: no such folder; expected {MODEL_FORMS}")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(
         prog="python -m alignrepro.external",
@@ -216,13 +332,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--path", required=True, type=Path, help="the checkpoint folder (HF model or PEFT adapter)")
     ap.add_argument("--name", required=True, help="the model's name (recorded in model.json)")
     ap.add_argument(
-        "--base", default=None, help="adapters: the base model folder (default: adapter_config.json's base)"
+        "--base",
+        default=None,
+        help="adapters: the base (a model folder, registry name or hub id; default: adapter_config.json's base)",
     )
     ap.add_argument("--prompt-template", default="chat", choices=PROMPT_TEMPLATES, help="the format it answers in")
     ap.add_argument("--out", required=True, type=Path, help="the reference folder to write (holds model.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return import_model(args.path, args.out, args.name, args.base, args.prompt_template)
+    base = args.base
+    if base is not None and not Path(base).is_dir():  # a registry name or a hub id, as everywhere else
+        base = resolve_model(base, option="--base")
+    return import_model(args.path, args.out, args.name, base, args.prompt_template)
 
 
 if __name__ == "__main__":

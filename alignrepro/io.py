@@ -98,7 +98,8 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 # Keys whose values are times, speeds, host facts or cache bookkeeping (which of two parallel jobs judged a shared
 # pair first, how much a resumed job found already scored): they differ between two identical runs.
 VOLATILE_KEY = re.compile(
-    r"^(created_utc|timing|eps|torch_threads|cpu_flags|hostname|hits|misses|prompts_cached|prompts_scored)$|^seconds"
+    r"^(created_utc|timing|eps|torch_threads|cpu_flags|hostname|hits|misses|prompts_cached|prompts_scored|tstamp)$"
+    r"|^seconds"
     r"|(_seconds|_runtime|_per_second|_per_s|_s|seconds_per_step\w*|_utc)$"
 )
 

@@ -8,7 +8,11 @@ benchmarks with the settings of a tier, and print a summary.
     alignrepro evaluate --endpoint http://localhost:8000/v1 --endpoint-model my-model --tier full --out-dir ...
 
 A folder without model.json gets a reference written to <out-dir>/model/model.json (alignrepro.external: no
-weights copied, the checkpoint's files hashed); every step then loads it through that reference.
+weights copied, the checkpoint's files hashed); every step then loads it through that reference. A registry name
+or a hub id (org/name[@revision]; the hub or, offline, the local HF cache must have it) works the same way.
+
+Besides the suite's files, the field's own: answers/model_outputs.json (alpaca_eval) and fastchat/ (FastChat's
+MT-Bench data folder: model_answer/, model_judgment/<judge>_single.jsonl, for show_result.py / gen_judgment.py).
 
 The steps are the workflow's own (same modules, same files), run one after another in this process.
 """
@@ -21,7 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alignrepro.config import resolve_config
+from alignrepro.config import TIERS, resolve_config
 from alignrepro.errors import UserError
 from alignrepro.io import read_json
 
@@ -33,26 +37,20 @@ def judge_spec(cfg: dict[str, Any], name: str, models_dir: Path) -> dict[str, An
 
     judges = registry(cfg)
     if name not in judges:
-        raise SystemExit(f"--judge {name!r}: not in evals.judges of this tier ({', '.join(sorted(judges))})")
+        raise UserError(
+            f"--judge {name!r}: not in evals.judges of this tier; expected one of {', '.join(sorted(judges))}"
+        )
     return resolve_spec(judges[name], models_dir)
 
 
 def reference(model: Path, base: str | None, template: str | None, models_dir: Path, out: Path) -> Path:
-    """The model folder to evaluate: `model` itself when it has a model.json, else a reference written to it
-    (alignrepro.external) under the output folder."""
-    from alignrepro.external import import_model
+    """The model folder to evaluate: `model` itself when it has a model.json, else a reference written under the
+    output folder (alignrepro.external.resolve_model: an HF or PEFT folder, a registry name or a hub id)."""
+    from alignrepro.external import resolve_model
 
-    if (model / "model.json").is_file():
-        if base is not None or template is not None:
-            raise UserError(f"{model}: has a model.json (it names its base and format): drop --base/--prompt-template")
-        return model
-    if base is not None and not Path(base).is_dir():
-        if not (models_dir / base / "model.json").is_file():
-            raise UserError(f"--base {base!r}: neither a folder nor a registry model under {models_dir} (prepare it)")
-        base = str(models_dir / base)
-    ref = out / "model"
-    import_model(model, ref, model.resolve().name, base, template or "chat")
-    log.info("%s has no model.json: evaluating it through the reference %s", model, ref / "model.json")
+    ref = resolve_model(model, base=base, prompt_template=template, models_dir=models_dir, out=out / "model")
+    if ref != model:
+        log.info("%s has no model.json: evaluating it through the reference %s", model, ref / "model.json")
     return ref
 
 
@@ -60,11 +58,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="alignrepro evaluate", description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument(
-        "--model", type=Path, help="local model folder: with model.json, a plain HF folder or a PEFT adapter folder"
+        "--model",
+        type=Path,
+        help="a model folder (model.json), a plain HF folder, a PEFT adapter folder, a registry name or a hub id",
     )
     src.add_argument("--endpoint", help="base URL of an OpenAI-compatible endpoint (key from $OPENAI_API_KEY)")
     ap.add_argument("--endpoint-model", help="model name at the endpoint")
-    ap.add_argument("--tier", default="tiny", choices=["ci", "tiny", "full"], help="whose evals settings to use")
+    ap.add_argument("--tier", default="tiny", choices=TIERS, help="whose evals settings to use")
     ap.add_argument("--judge", default=None, help="judge name from the tier's evals.judges (default: evals.judge)")
     ap.add_argument("--judge-config", default=None, help="or a make_judge spec as JSON / a JSON-YAML path")
     ap.add_argument(
@@ -93,11 +93,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from alignrepro.evals.alpacaeval import prompts as ae_prompts
     from alignrepro.evals.alpacaeval import winrate
     from alignrepro.evals.lmeval import run as lmeval
-    from alignrepro.evals.mtbench import grade
+    from alignrepro.evals.mtbench import fastchat_files, grade
     from alignrepro.evals.safety import prompts as sf_prompts
     from alignrepro.evals.safety import score as sf_score
 
     cfg = resolve_config({"tier": args.tier})
+    name = args.endpoint_model or Path(str(args.model).rstrip("/")).name  # the model's name in the field's files
     if args.model is not None:
         args.model = reference(args.model, args.base, args.prompt_template, args.models_dir, args.out_dir)
     ev, out, benches = cfg["evals"], args.out_dir, set(args.benchmarks.split(","))
@@ -116,19 +117,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ae_args += ["--reference-out", args.reference_outputs]
     ae_prompts.main(ae_args + (["--n", str(ev["alpacaeval"]["n"])] if ev["alpacaeval"]["n"] else []))
     s = ev["safety"]
-    sizes = [
-        "--n-harmful",
-        str(s["n_harmful"]),
-        "--n-benign",
-        str(s["n_benign"]),
-        "--n-jailbreak",
-        str(s["n_jailbreak"]),
-    ]
+    sizes = [a for k in ("n_harmful", "n_benign", "n_jailbreak") if s[k] is not None
+             for a in (f"--{k.replace('_', '-')}", str(s[k]))]  # fmt: skip
+    sizes += ["--templates-per-request", str(s["templates_per_request"]), "--strongreject", s["strongreject_set"]]
     sf_prompts.main(["--out-dir", str(out / "prompts/safety"), *sizes, "--seed", str(cfg["seed"])])
     per_cat = ["--mtbench-per-category", str(ev["mtbench"]["per_category"])] if ev["mtbench"]["per_category"] else []
     respond.main([*model_args, "--alpacaeval-prompts", str(out / "prompts/alpacaeval.jsonl"), "--safety-prompts-dir",
                   str(out / "prompts/safety"), *per_cat, "--seed", str(cfg["seed"]), "--spec-json", json.dumps(gen),
-                  "--out-dir", str(out / "answers"), "--tier", args.tier])  # fmt: skip
+                  "--out-dir", str(out / "answers"), "--model-id", name, "--tier", args.tier])  # fmt: skip
     common = ["--judge-config", judge, "--cache", str(out / "judge_cache.sqlite"), "--tier", args.tier]
     results: dict[str, Any] = {}
     if "alpacaeval" in benches:
@@ -139,19 +135,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             log.warning("AlpacaEval skipped: give --reference-outputs (e.g. another model's answers/alpacaeval.jsonl)")
     if "mtbench" in benches:
+        fastchat = out / "scores/mtbench_fastchat_single.jsonl"
+        # the judge's config name; a --judge-config spec is named by its judge id
+        judge_name = [] if args.judge_config else ["--judge-name", args.judge or ev["judge"]]
         results["mtbench"] = grade.main(["--answers", str(out / "answers/mtbench.jsonl"), *common,
-                                         "--out", str(out / "scores/mtbench.json")])  # fmt: skip
+                                         "--out", str(out / "scores/mtbench.json"), "--fastchat-out", str(fastchat),
+                                         "--model-id", name, *judge_name])  # fmt: skip
+        fastchat_files.main(["--out-dir", str(out / "fastchat"), "--single", str(fastchat), "--answers",
+                             str(out / "answers/mtbench_fastchat.jsonl")])  # fmt: skip
     if "safety" in benches:
         results["safety"] = sf_score.main(["--answers", str(out / "answers/safety.jsonl"), *common,
                                            "--harmful-threshold", str(s["harmless_threshold"]),
                                            "--out", str(out / "scores/safety.json")])  # fmt: skip
     if "lmeval" in benches and args.model:  # log-likelihood tasks need the weights, not an endpoint
-        lm = ev["lmeval"]
-        extra = ["--num-fewshot", str(lm["num_fewshot"])] if lm["num_fewshot"] is not None else []
-        extra += ["--limit", str(lm["limit"])] if lm["limit"] else []
-        lmeval.main(["--model", str(args.model), "--tasks", ",".join(lm["tasks"]), "--data-json",
-                     json.dumps(lm["data"]), *extra, "--batch-size", str(lm["batch_size"]),
-                     "--out", str(out / "scores/lmeval.json"), "--tier", args.tier])  # fmt: skip
+        lmeval.main(["--model", str(args.model), *lmeval.config_args(ev["lmeval"]), "--out",
+                     str(out / "scores/lmeval.json"), "--lm-eval-dir", str(out / "scores/lm_eval"),
+                     "--tier", args.tier])  # fmt: skip
         results["lmeval"] = read_json(out / "scores/lmeval.json")
     print(summary(results, out))
     return results
@@ -171,7 +170,7 @@ def summary(results: dict[str, Any], out: Path) -> str:
         )
     if "lmeval" in results:
         for task, t in results["lmeval"]["tasks"].items():
-            lines.append(f"  lm-eval {task}: {t.get('acc', t.get('status'))}")
+            lines.append(f"  lm-eval {t.get('label', task)}: {t.get('acc', t.get('exact_match', t.get('status')))}")
     if "safety" in results:
         for name, st in results["safety"]["sets"].items():
             m = st["metrics"]

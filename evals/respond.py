@@ -1,5 +1,8 @@
 """One model answers every shared benchmark's prompts in one process (the model is loaded once):
-AlpacaEval instructions, MT-Bench's two turns, the safety pools. Each benchmark's answers go to its own file.
+AlpacaEval instructions, MT-Bench's two turns, the safety pools. Each benchmark's answers go to its own file, and
+the first two also in the field's own formats: alpaca_eval's `model_outputs.json` (a JSON list of instruction,
+output, generator, dataset: `alpaca_eval --model_outputs` reads it) and FastChat's MT-Bench `model_answer` lines
+(`mtbench_fastchat.jsonl`; alignrepro.evals.mtbench.fastchat_files). Both name the model `--model-id`.
 
 CLI: `python -m alignrepro.evals.respond --help`.
 """
@@ -12,8 +15,10 @@ import logging
 from pathlib import Path
 
 from alignrepro.data.records import load_records, save_records
+from alignrepro.evals.alpacaeval.winrate import write_model_outputs
 from alignrepro.evals.mtbench.answer import answer_questions
 from alignrepro.evals.mtbench.data import data_provenance, load_questions, select_questions
+from alignrepro.evals.mtbench.fastchat_files import answer_lines, fastchat_name
 from alignrepro.evals.safety.answer import answer_prompts, load_prompt_sets
 from alignrepro.generation import answer_conversations, backend_for, parse_spec
 from alignrepro.io import atomic_write_json, sha256_file, write_jsonl
@@ -33,7 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the MT-Bench subset")
     ap.add_argument("--spec-json", default="{}", help='generation spec, e.g. {"max_new_tokens": 48, "batch_size": 16}')
     ap.add_argument("--template", default="auto", help="auto = the format the model was trained in")
-    ap.add_argument("--out-dir", type=Path, required=True, help="writes alpacaeval.jsonl, mtbench.jsonl, safety.jsonl")
+    ap.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="writes alpacaeval.jsonl, mtbench.jsonl, safety.jsonl, model_outputs.json and mtbench_fastchat.jsonl",
+    )
+    ap.add_argument(
+        "--model-id", default=None, help="the model's name in model_outputs.json and FastChat files (default: its id)"
+    )
     ap.add_argument("--tier", default="unknown")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -63,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     save_records(out / "alpacaeval.jsonl", records)
     write_jsonl(out / "mtbench.jsonl", mt_rows)
     write_jsonl(out / "safety.jsonl", safety)
+    name = fastchat_name(args.model_id or backend.id)
+    write_model_outputs(out / "model_outputs.json", records, name)
+    write_jsonl(out / "mtbench_fastchat.jsonl", answer_lines(mt_rows, name))
     atomic_write_json(
         out / "respond.provenance.json",
         provenance(

@@ -343,3 +343,119 @@ def test_clis_end_to_end_on_the_ci_model(ci_model, tmp_path):
     res = read_json(out)
     assert res["mode"] == "pairwise" and res["win_rate"] == pytest.approx(50.0) and res["tie"] == 16  # ties only
     assert math.isclose(res["turns"]["1"]["win_rate"], 50.0) and "baseline" in res["inputs"]
+
+
+# --- FastChat's file formats ----------------------------------------------------------------------------------------
+
+
+def show_result_single(path):
+    """FastChat's show_result.py display_result_single, as it reads the file: per turn and overall means by model."""
+    import pandas as pd
+
+    df = pd.read_json(path, lines=True)[["model", "score", "turn"]]
+    df = df[df["score"] != -1]
+    by_turn = df.groupby(["model", "turn"]).mean()["score"].to_dict()
+    return df[["model", "score"]].groupby(["model"]).mean()["score"].to_dict(), by_turn
+
+
+def show_result_pairwise(path, baseline):
+    """FastChat's show_result.py display_result_pairwise: a tie in either order or disagreeing orders is a tie."""
+    import pandas as pd
+
+    df = pd.read_json(path, lines=True)
+    df = df[(df["g1_winner"] != "error") & (df["g2_winner"] != "error")]
+    res = []
+    for _, r in df.iterrows():
+        if r["g1_winner"] == "tie" or r["g1_winner"] != r["g2_winner"]:
+            res += [{"model": m, "win": 0, "loss": 0, "tie": 1} for m in (r["model_1"], r["model_2"])]
+        else:
+            win, lose = (r["model_1"], r["model_2"]) if r["g1_winner"] == "model_1" else (r["model_2"], r["model_1"])
+            res += [{"model": win, "win": 1, "loss": 0, "tie": 0}, {"model": lose, "win": 0, "loss": 1, "tie": 0}]
+    t = pd.DataFrame(res).groupby(["model"]).sum()
+    t = t[t.index != baseline]
+    return ((t["win"] + 0.5 * t["tie"]) / (t["win"] + t["loss"] + t["tie"])).to_dict()
+
+
+def test_fastchat_judgment_files_give_the_same_means_read_the_fastchat_way(data, tmp_path):
+    from alignrepro.evals.mtbench.fastchat_files import pair_judgment_lines, single_judgment_lines
+
+    rows = scripted_rows(data)
+    res = grade_single(rows, ScriptedTextJudge(SCRIPT), data=data)
+    lines = single_judgment_lines(res, rows, data, "cut__ours", "gpt-4")
+    write_jsonl(tmp_path / "gpt-4_single.jsonl", lines)
+    overall, by_turn = show_result_single(tmp_path / "gpt-4_single.jsonl")
+    assert overall == {"cut__ours": pytest.approx(res["score"])}  # unparsable = -1, dropped as FastChat drops them
+    assert by_turn == {("cut__ours", t): pytest.approx(res["turns"][str(t)]["score"]) for t in (1, 2)}
+    first = lines[0]
+    assert first["judge"] == ["gpt-4", "single-v1"] and first["turn"] == 1 and first["question_id"] == 81
+    assert "<81-1>" in first["user_prompt"] and first["user_prompt"].startswith("[Instruction]")
+    assert sum(x["score"] == -1 for x in lines) == res["n_failed"]
+
+    quality = {81: ((3, 1), (1, 2)), 82: ((2, 2), (5, 4)), 111: ((4, 1), (3, 2)), 101: ((1, 3), (4, 3))}
+    model = [row(data, q, [f"⟦{t1[0]}⟧", f"⟦{t2[0]}⟧"]) for q, (t1, t2) in quality.items()]
+    base = [row(data, q, [f"⟦{t1[1]}⟧", f"⟦{t2[1]}⟧"]) for q, (t1, t2) in quality.items()]
+    res = grade_pairwise(model, base, QualityJudge(), data=data)
+    lines = pair_judgment_lines(res, model, base, data, "cut__ours", "base__smollm2", "gpt-4")
+    write_jsonl(tmp_path / "gpt-4_pair.jsonl", lines)
+    assert show_result_pairwise(tmp_path / "gpt-4_pair.jsonl", "base__smollm2") == {
+        "cut__ours": pytest.approx(res["win_rate"] / 100)
+    }
+    q81 = lines[0]  # the model (model_1) shown first in g1: "⟦3⟧" is answer A there, and it wins both orders
+    assert (q81["g1_winner"], q81["g2_winner"]) == ("model_1", "model_1")
+    assert q81["g1_user_prompt"].index("⟦3⟧") < q81["g1_user_prompt"].index("⟦1⟧")
+
+
+def test_fastchat_folder_from_the_clis(ci_model, tmp_path):
+    """mtbench-answer and mtbench-grade write FastChat's lines; the gatherer lays out FastChat's data/ folder."""
+    from alignrepro.evals.mtbench import fastchat_files
+
+    answers, fc_answers = tmp_path / "answers.jsonl", tmp_path / "fc_answers.jsonl"
+    spec = json.dumps({"backend": "local", "batch_size": 8, "min_new_tokens": 2})
+    fastchat = ["--fastchat-out", str(fc_answers), "--model-id", "ci/model"]
+    answer_mod.main(["--model", str(ci_model), "--out", str(answers), "--per-category", "1", "--max-new-tokens",
+                     "2", "--spec-json", spec, *fastchat])  # fmt: skip
+    judge = ["--judge-config", '{"backend": "heuristic"}', "--judge-name", "heuristic", "--model-id", "ci/model"]
+    single = tmp_path / "single.jsonl"
+    res = grade_mod.main(["--answers", str(answers), *judge, "--out", str(tmp_path / "g.json"), "--fastchat-out",
+                          str(single)])  # fmt: skip
+    out = tmp_path / "data"
+    fastchat_files.main(["--out-dir", str(out), "--answers", str(fc_answers), "--single", str(single),
+                         "--judge-name", "heuristic"])  # fmt: skip
+    mt = out / "mt_bench"
+    lines = read_jsonl(mt / "model_answer" / "ci__model.jsonl")  # FastChat: the file's name is the model's
+    assert len(lines) == 8 and {x["model_id"] for x in lines} == {"ci__model"}
+    assert [x["choices"][0]["turns"] for x in lines] == [r["answers"] for r in read_jsonl(answers)]
+    assert {q["question_id"] for q in read_jsonl(mt / "question.jsonl")} == {x["question_id"] for x in lines}
+    refs = read_jsonl(mt / "reference_answer" / "gpt-4.jsonl")
+    assert len(refs) == 30 and all(len(r["choices"][0]["turns"]) == 2 for r in refs)
+    assert {p["name"] for p in read_jsonl(out / "judge_prompts.jsonl")} >= {"single-v1", "pair-v2"}
+    overall, _ = show_result_single(mt / "model_judgment" / "heuristic_single.jsonl")
+    assert overall == {"ci__model": pytest.approx(res["score"])}
+
+
+def test_unparsable_and_truncated_grades_are_counted_and_named(data):
+    """A local judge's low-mass grades are NaN and counted (never scored); cut prompts name their question and turn."""
+    from alignrepro.judges.base import Judgment
+
+    class MassJudge:
+        id, heuristic, settings, min_answer_mass = "fake:mass", False, {}, 0.5
+
+        def rate(self, prompts, scale=(1, 10)):
+            out = []
+            for m in prompts:
+                text = m[-1]["content"]
+                turn_1_of_81 = "<81-1>" in text and "<81-2>" not in text  # turn 2 shows turn 1 too
+                out.append(Judgment(math.nan, 0.1, True) if turn_1_of_81 else
+                           Judgment(7.0, 0.9, False, truncated="<82-2>" in text))  # fmt: skip
+            self.last_judgments = out
+            return [j.value for j in out]
+
+    rows = [row(data, q, [f"<{q}-1>", f"<{q}-2>"]) for q in (81, 82)]
+    res = grade_single(rows, MassJudge(), data=data)
+    ck = res["judge_checks"]
+    assert ck["n_unparsable"] == 1 and ck["unparsable"] == [{"question_id": 81, "turn": 1}]
+    assert ck["n_truncated"] == 1 and ck["truncated"] == [{"question_id": 82, "turn": 2}]
+    assert res["n_failed"] == 1 and res["score"] == pytest.approx(7.0)  # the unparsable grade is never scored
+    assert ck["answer_mass_mean"] == pytest.approx((0.1 + 3 * 0.9) / 4) and ck["min_answer_mass"] == 0.5
+    first = next(a for a in res["annotations"] if a["question_id"] == 81 and a["turn"] == 1)
+    assert first["unparsable"] and first["answer_mass"] == 0.1 and first["rating"] is None

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     ap.add_argument("--data-dir", type=Path, default=None, help="FastChat-format data folder instead of the wheel")
     ap.add_argument("--tier", default="unknown", help="the tier, recorded in the provenance block")
+    ap.add_argument("--fastchat-out", type=Path, default=None, help="also write FastChat's model_answer lines here")
+    ap.add_argument("--model-id", default=None, help="the model's name in FastChat files (default: its id)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     log.info("answering %d MT-Bench questions with %s (template %s)", len(questions), backend.id, template)
     rows = answer_questions(backend, questions, template, args.max_new_tokens)
     write_jsonl(args.out, rows)
+    if args.fastchat_out is not None:
+        from alignrepro.evals.mtbench.fastchat_files import answer_lines, fastchat_name
+
+        write_jsonl(args.fastchat_out, answer_lines(rows, fastchat_name(args.model_id or backend.id)))
     config = {
         **spec.to_dict(),
         "template": template,

@@ -20,14 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alignrepro.errors import UserError
 from alignrepro.evals.alpacaeval.winrate import load_judge_config
 from alignrepro.evals.mtbench.data import JudgePrompt, MTBenchData, load_mtbench
-from alignrepro.io import atomic_write_json, read_jsonl, sha256_file
+from alignrepro.io import DataError, atomic_write_json, read_jsonl, sha256_file, write_jsonl
 from alignrepro.judges import JudgeSpec, make_judge
-from alignrepro.judges.grading import Messages, average_orders, cached_grades
+from alignrepro.judges.base import Judgment
+from alignrepro.judges.grading import Messages, average_orders, cached_grade_judgments
 from alignrepro.provenance import provenance
 
 log = logging.getLogger(__name__)
+ANSWERS_FORMAT = "the answers JSONL of `alignrepro mtbench-answer` / `respond` (question_id, category, turns, answers)"
 NEED_REF_CATEGORIES = frozenset({"math", "reasoning", "coding"})  # FastChat's NEED_REF_CATS
 SCALE = (1, 10)
 TURNS = (1, 2)
@@ -98,12 +101,14 @@ def render_pair(
 def check_rows(rows: list[dict[str, Any]], what: str) -> dict[int, dict[str, Any]]:
     """Rows by question id, after checking each has two turns and two answers and appears once."""
     out: dict[int, dict[str, Any]] = {}
-    for r in rows:
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict) or not isinstance(r.get("question_id"), int | str) or "category" not in r:
+            raise DataError(f"{what}: row {i} has no question_id and category; expected {ANSWERS_FORMAT}")
         qid = int(r["question_id"])
         if qid in out:
-            raise ValueError(f"{what}: question {qid} appears twice")
+            raise DataError(f"{what}: question {qid} appears twice")
         if len(r.get("turns", [])) != 2 or len(r.get("answers", [])) != 2:
-            raise ValueError(f"{what}: question {qid} needs two turns and two answers")
+            raise DataError(f"{what}: question {qid} needs two turns and two answers; expected {ANSWERS_FORMAT}")
         out[qid] = r
     return out
 
@@ -163,12 +168,26 @@ def _judge_info(judge: Any, data: MTBenchData, used: set[str]) -> dict[str, Any]
     return info
 
 
-def _graded(judge: Any, kind: str, prompts: list[Messages], cache: Any | None) -> tuple[list[float], dict[str, int]]:
-    """cached_grades plus the cache hits/misses of this call (a cache's counters run over its whole life)."""
+def _graded(judge: Any, kind: str, prompts: list[Messages], cache: Any | None) -> tuple[list[Judgment], dict[str, int]]:
+    """cached_grade_judgments plus the cache hits/misses of this call (a cache's counters run over its whole life)."""
     h0, m0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
-    out = cached_grades(judge, kind, prompts, cache, scale=SCALE)
+    out = cached_grade_judgments(judge, kind, prompts, cache, scale=SCALE)
     counts = {"hits": cache.hits - h0, "misses": cache.misses - m0} if cache is not None else {}
     return out, counts
+
+
+def _checks(judgments: list[Judgment], where: list[dict[str, Any]], judge: Any) -> dict[str, Any]:
+    """Unparsable (answer-token mass below the judge's threshold: NaN, never scored) and truncated judge prompts,
+    with the (question, turn[, order]) each hit."""
+    masses = [j.answer_mass for j in judgments if j.answer_mass is not None]
+    return {
+        "n_unparsable": sum(j.unparsable for j in judgments),
+        "unparsable": [w for w, j in zip(where, judgments, strict=True) if j.unparsable],
+        "n_truncated": sum(j.truncated for j in judgments),
+        "truncated": [w for w, j in zip(where, judgments, strict=True) if j.truncated],
+        "answer_mass_mean": sum(masses) / len(masses) if masses else None,
+        "min_answer_mass": getattr(judge, "min_answer_mass", None),
+    }
 
 
 def _log_skipped(skipped: list[tuple[int, int]]) -> None:
@@ -195,10 +214,13 @@ def grade_single(
             prompts.append(messages)
             annotations.append({"question_id": qid, "category": row["category"], "turn": turn, "prompt": name})
     _log_skipped(skipped)
-    ratings, cache_counts = _graded(judge, "rate", prompts, cache)
-    for a, r in zip(annotations, ratings, strict=True):
-        a["rating"] = _num(r)
+    graded, cache_counts = _graded(judge, "rate", prompts, cache)
+    ratings = [j.value for j in graded]
+    for a, j in zip(annotations, graded, strict=True):
+        a |= {"rating": _num(j.value)} | j.to_dict()
     result = {"mode": "single", "scale": list(SCALE)} | _breakdown(keys, ratings, summarize_ratings)
+    where = [{"question_id": a["question_id"], "turn": a["turn"]} for a in annotations]
+    result["judge_checks"] = _checks(graded, where, judge)
     if result["n_failed"]:
         log.warning(
             "%d of %d judge answers had no parsable [[rating]] (left out of the means)",
@@ -222,7 +244,7 @@ def grade_pairwise(
     by_id, base = check_rows(rows, "answers"), check_rows(baseline_rows, "baseline")
     missing = sorted(set(by_id) - set(base))
     if missing:
-        raise ValueError(f"{len(missing)} question(s) have no baseline answers, e.g. {missing[:5]}")
+        raise DataError(f"{len(missing)} question(s) have no baseline answers, e.g. {missing[:5]}")
     keys, first, swapped, annotations, skipped, used = [], [], [], [], [], set()
     for qid, row in by_id.items():
         if base[qid]["turns"] != row["turns"]:
@@ -241,11 +263,15 @@ def grade_pairwise(
             annotations.append({"question_id": qid, "category": row["category"], "turn": turn, "prompt": name})
     _log_skipped(skipped)
     # One call for both orders, so batching judges see them together.
-    verdicts, cache_counts = _graded(judge, "choose", first + swapped, cache)
+    graded, cache_counts = _graded(judge, "choose", first + swapped, cache)
+    verdicts = [j.value for j in graded]
     prefs = average_orders(verdicts[: len(first)], verdicts[len(first) :])
+    where = [{"question_id": a["question_id"], "turn": a["turn"], "order": order}
+             for order in ("model second", "model first") for a in annotations]  # fmt: skip
     for a, v1, v2, p in zip(annotations, verdicts[: len(first)], verdicts[len(first) :], prefs, strict=True):
         a |= {"verdict_model_second": _num(v1), "verdict_model_first": _num(v2), "preference": _num(p)}
     result = {"mode": "pairwise"} | _breakdown(keys, prefs, summarize_preferences)
+    result["judge_checks"] = _checks(graded, where, judge)
     if result["n_failed"]:
         log.warning("%d of %d pairs had an unparsable verdict in either order", result["n_failed"], len(prefs))
     log.info("MT-Bench win rate %s over %d pairs (judge %s)", result["win_rate"], result["n"], judge.id)
@@ -267,22 +293,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data-dir", type=Path, default=None, help="FastChat-format data folder instead of the wheel")
     ap.add_argument("--out", type=Path, required=True, help="result JSON")
     ap.add_argument("--tier", default="unknown", help="the tier, recorded in the provenance block")
+    ap.add_argument(
+        "--fastchat-out", type=Path, default=None, help="also write FastChat's judgment lines (<judge>_single/pair)"
+    )
+    ap.add_argument("--model-id", default=None, help="the model's name in FastChat files (default: the answers' model)")
+    ap.add_argument("--baseline-id", default=None, help="the baseline's name there (default: its answers' model)")
+    ap.add_argument("--judge-name", default=None, help="the judge's name there (default: the judge's id)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from alignrepro.judges.cache import JudgmentCache
 
+    for opt, path in (("--answers", args.answers), ("--baseline", args.baseline)):
+        if path is not None and not path.is_file():
+            raise UserError(f"{opt} {path}: no such file; expected {ANSWERS_FORMAT}")
     spec = JudgeSpec.from_dict(load_judge_config(args.judge_config), "--judge-config")
     if spec.backend == "oracle":
-        raise SystemExit("the oracle judge checks verifiable answers; it cannot grade MT-Bench")
+        raise UserError("--judge-config: the oracle judge checks verifiable answers; it cannot grade MT-Bench")
     data, rows = load_mtbench(args.data_dir), read_jsonl(args.answers)
+    check_rows(rows, str(args.answers))
+    baseline_rows = None if args.baseline is None else read_jsonl(args.baseline)
+    if baseline_rows is not None:
+        check_rows(baseline_rows, str(args.baseline))
     judge = make_judge(spec)
     cache = JudgmentCache(args.cache) if args.cache else None
     inputs = {"answers": {"path": str(args.answers), "sha256": sha256_file(args.answers)}}
     if args.baseline is None:
         result = grade_single(rows, judge, cache, data)
     else:
-        result = grade_pairwise(rows, read_jsonl(args.baseline), judge, cache, data)
+        result = grade_pairwise(rows, baseline_rows, judge, cache, data)
         inputs["baseline"] = {"path": str(args.baseline), "sha256": sha256_file(args.baseline)}
     if cache is not None:
         result["cache"] |= {"path": str(cache.path)}
@@ -296,9 +335,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         answers_sha256=inputs["answers"]["sha256"],
         answers_generator=rows[0].get("generator") if rows else None,
     )
+    if args.fastchat_out is not None:
+        write_jsonl(args.fastchat_out, fastchat_lines(args, result, rows, baseline_rows, data))
     atomic_write_json(args.out, result)
     log.info("MT-Bench %s result -> %s", result["mode"], args.out)
     return result
+
+
+def fastchat_lines(args: argparse.Namespace, result: dict[str, Any], rows, baseline_rows, data) -> list[dict]:
+    """The result as FastChat judgment lines (alignrepro.evals.mtbench.fastchat_files)."""
+    from alignrepro.evals.mtbench import fastchat_files as fc
+
+    def name(given: str | None, rows: list[dict[str, Any]], path: Path) -> str:
+        return fc.fastchat_name(given or (rows[0].get("generator") if rows else None) or path.stem)
+
+    judge = fc.fastchat_name(args.judge_name or result["judge_id"])
+    model = name(args.model_id, rows, args.answers)
+    if baseline_rows is None:
+        return fc.single_judgment_lines(result, rows, data, model, judge)
+    baseline = name(args.baseline_id, baseline_rows, args.baseline)
+    return fc.pair_judgment_lines(result, rows, baseline_rows, data, model, baseline, judge)
 
 
 if __name__ == "__main__":
