@@ -185,6 +185,8 @@ def resolve_config(user: dict[str, Any], config_dir: Path = CONFIG_DIR) -> dict[
     tree = schema(config_dir)
     validate(merged, tree, source=source)
     check_references(merged, tree["$defs"], source)
+    # One W&B project per tier: every script gets the concrete name (alignrepro/wandb_runs.py)
+    merged["wandb"]["project"] = merged["wandb"]["project"].replace("{tier}", tier)
     for name, paper in discover().items():  # a run's `seed` reseeds its training too, unless a paper pins its own
         for path in paper.training_seeds:
             node = merged[name]

@@ -181,17 +181,17 @@ def trainer_kwargs(
     }
 
 
-def setup_wandb(wandb_cfg: dict[str, Any], wandb_dir: Path, group: str) -> bool:
-    """Offline by default; a real key plus WANDB_MODE=online in the environment makes runs sync live."""
-    if wandb_cfg["mode"] == "disabled":
+def setup_wandb(wandb_cfg: dict[str, Any], wandb_dir: Path, group: str, run_name: str | None = None) -> bool:
+    """Offline by default; a real key plus WANDB_MODE=online in the environment makes runs sync live. The trainer's
+    run joins the suite's project and folder (config `wandb.dir`; `wandb_dir` only when a caller's settings name
+    none) with group = the paper (`group`) and a deterministic id from `run_name` (alignrepro/wandb_runs.py)."""
+    from alignrepro.wandb_runs import WandbSettings, trainer_env
+
+    settings = WandbSettings.from_dict(wandb_cfg, default_dir=wandb_dir)
+    if not settings.enabled:
         os.environ["WANDB_DISABLED"] = "true"
         return False
-    os.environ.setdefault("WANDB_MODE", wandb_cfg["mode"])
-    os.environ["WANDB_PROJECT"] = wandb_cfg["project"]
-    os.environ["WANDB_RUN_GROUP"] = group
-    os.environ["WANDB_DIR"] = str(wandb_dir)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    wandb_dir.mkdir(parents=True, exist_ok=True)
+    trainer_env(settings, paper=group, row=run_name or group)
     return True
 
 

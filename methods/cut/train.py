@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     # torch seeds each process at random and TRL builds the LoRA adapter before Trainer seeds: seed it here
     set_seed(train["seed"])
     model = load_model(args.base_model, dtype=dtype, load_in_8bit=train.get("load_in_8bit", False))
-    use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parents[2] / "wandb", group=f"cut-{args.tier}")
+    wandb_cfg = json.loads(args.wandb_json)
+    use_wandb = setup_wandb(wandb_cfg, args.out.parents[2] / "wandb", group="cut", run_name=args.name)
     n_for_budget = len(triplets) * row.get("budget_factor", 1)
     settings = TrainSettings.from_dict(train, run=args.name)
     kwargs = trainer_kwargs(settings, args.out, n_for_budget, dtype, run_name=args.name, use_wandb=use_wandb)

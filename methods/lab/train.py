@@ -169,7 +169,7 @@ def run_phase(
     set_seed(settings.seed)  # TRL builds the LoRA adapter before Trainer seeds
     model = load_model(start, dtype=dtype, load_in_8bit=settings.load_in_8bit)
     wandb_cfg = wandb_cfg or {"mode": "disabled", "project": "alignrepro"}
-    use_wandb = setup_wandb(wandb_cfg, out.parent / "wandb", group=f"lab-{tier}")
+    use_wandb = setup_wandb(wandb_cfg, out.parent / "wandb", group="lab", run_name=name)
     kwargs = trainer_kwargs(settings, out, len(rows), dtype, run_name=name, use_wandb=use_wandb)
     trainer = build_trainer(model, tok, rows, settings, kwargs)
     kept = len(trainer.train_dataset)  # TRL drops rows whose answer max_length cuts off entirely, silently

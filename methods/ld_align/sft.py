@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     tok = load_tokenizer(args.base_model, padding_side="right")
     set_seed(settings.seed)  # TRL builds the adapter before Trainer seeds
     model = load_model(args.base_model, dtype=dtype)
-    use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parents[1] / "wandb", group=f"ld_align-{args.tier}")
+    wandb_cfg = json.loads(args.wandb_json)
+    use_wandb = setup_wandb(wandb_cfg, args.out.parents[1] / "wandb", group="ld_align", run_name=args.name)
     from trl import SFTConfig, SFTTrainer
 
     sft_args = SFTConfig(

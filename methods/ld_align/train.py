@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default='{"mode": "disabled", "project": "alignrepro"}',
         help="W&B settings (kept out of --config-json so that they never trigger a retrain)",
     )
-    p.add_argument("--wandb-dir", type=Path, help="W&B folder (default: the tier's, results/ld_align/<tier>/wandb)")
+    p.add_argument("--wandb-dir", type=Path, help="W&B folder when --wandb-json names no dir")
     p.add_argument("--name", required=True, help="model name, e.g. ld_align-ci-iter1")
     p.add_argument("--tier", required=True)
     p.add_argument("--arm", required=True, help="spin, ld_align or an ablation's name (recorded)")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = load_model(args.policy, dtype=dtype, load_in_8bit=settings.load_in_8bit)
     # out = results/ld_align/<tier>/models/<arm>/iter<t>: one W&B folder per paper and tier, as the other steps use
     wandb_dir = args.wandb_dir or args.out.parents[2] / "wandb"
-    use_wandb = setup_wandb(json.loads(args.wandb_json), wandb_dir, group=f"ld_align-{args.tier}")
+    use_wandb = setup_wandb(json.loads(args.wandb_json), wandb_dir, group="ld_align", run_name=args.name)
     kwargs = trainer_kwargs(settings, args.out, len(rows), dtype, run_name=args.name, use_wandb=use_wandb)
     trainer = build_trainer(model, tok, rows, cfg, kwargs)
     trainer.add_callback(DivergenceGuard(args.name))

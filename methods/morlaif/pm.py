@@ -311,7 +311,7 @@ def train_pm(
     model = load_seqcls_base(base_dir, dtype, tok.pad_token_id)
     base_name = model_identity(base_dir)["name"]
     run_name = f"PM_{base_name}_{principle}_LoRA"  # the official W&B naming
-    use_wandb = setup_wandb(wandb_cfg, out.parent.parent / "wandb", group=f"morlaif-{tier}-pm")
+    use_wandb = setup_wandb(wandb_cfg, out.parent.parent / "wandb", group="morlaif", run_name=run_name)
     train_settings = TrainSettings.from_dict(train.to_dict(), run=run_name)
     kwargs = trainer_kwargs(train_settings, out, len(rows), dtype, run_name=run_name, use_wandb=use_wandb)
     trainer = build_reward_trainer(model, tok, rows, settings, kwargs)

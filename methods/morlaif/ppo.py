@@ -579,7 +579,8 @@ def run_ppo(
     value.config.pad_token_id = tok.pad_token_id
     freeze_value_model(value, cfg.value_trainable_layers)
 
-    use_wandb = bool(wandb_cfg) and setup_wandb(wandb_cfg, out.parent.parent / "wandb", group=f"morlaif-{tier}")
+    wandb_row = f"morlaif-{tier}-ppo-{out.parent.parent.name}-{arm}"  # the base's folder: one run per base and arm
+    use_wandb = bool(wandb_cfg) and setup_wandb(wandb_cfg, out.parent.parent / "wandb", "morlaif", run_name=wandb_row)
     args = ppo_config(cfg, out, seed, dtype, use_wandb, run_name=f"morlaif-{tier}-ppo-{arm}")
     callbacks: list[TrainerCallback] = [JsonlLogCallback(out / "train_log.jsonl"), DivergenceGuard(f"ppo-{arm}")]
     if cfg.kl.adaptive:

@@ -401,7 +401,7 @@ def train(
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%s: %d examples, %d trainable parameters, skip_p=%s", arch, len(examples), n_train, settings["skip_p"])
     dtype = choose_dtype(cfg.get("dtype", "float32"))
-    use_wandb = setup_wandb(wandb_cfg, wandb_dir or out.parent / "wandb", group=f"mote-{tier}")
+    use_wandb = setup_wandb(wandb_cfg, wandb_dir or out.parent / "wandb", group="mote", run_name=name)
     settings_tr = TrainSettings.from_dict(tr, run=name)
     kwargs = trainer_kwargs(settings_tr, out, len(examples), dtype, run_name=name, use_wandb=use_wandb)
     kwargs["max_grad_norm"] = settings_tr.max_grad_norm
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tier", required=True)
     p.add_argument("--out", type=Path, required=True, help="model folder (adapter/, tokenizer/, model.json)")
     p.add_argument("--name", help="model name (default mote-<tier>-<arch>)")
-    p.add_argument("--wandb-dir", type=Path, help="W&B run folder (default: <out>/../wandb)")
+    p.add_argument("--wandb-dir", type=Path, help="W&B folder when --wandb-json names no dir")
     p.add_argument(
         "--explicit-datasets",
         action="store_true",

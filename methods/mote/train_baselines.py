@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     # torch seeds each process at random and TRL builds the LoRA adapter before Trainer seeds: seed it here
     set_seed(train["seed"])
     model = load_model(args.base, dtype=dtype)
-    use_wandb = setup_wandb(json.loads(args.wandb_json), args.out.parent / "wandb", group=f"mote-{args.tier}")
+    wandb_cfg = json.loads(args.wandb_json)
+    use_wandb = setup_wandb(wandb_cfg, args.out.parent / "wandb", group="mote", run_name=args.name)
     settings = TrainSettings.from_dict(train, run=args.name)
     kwargs = trainer_kwargs(settings, args.out, len(rows), dtype, run_name=args.name, use_wandb=use_wandb)
     start, resume, metrics, history = time.perf_counter(), None, {}, []
