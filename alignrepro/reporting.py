@@ -33,29 +33,16 @@ def log_to_wandb(
     tables: dict[str, list[dict]],
     prov: dict,
     paper: str = "cut",
+    row: str | None = None,
 ) -> None:
-    """Each evaluation logs its tables as a W&B run of its own (offline unless configured otherwise)."""
-    if wandb_cfg["mode"] == "disabled":
-        return
-    import pandas as pd
-    import wandb
+    """A paper's tables as one W&B run (job_type aggregate, group = the paper) and a `table` artifact, in the suite's
+    one W&B folder (alignrepro/wandb_runs.py). `row` names the run (default: the table names), so a paper's two
+    aggregate steps are two runs and a rerun of one replaces it. `root` is the folder used only when the settings
+    name none; `tier` is in `prov`."""
+    from alignrepro.wandb_runs import WandbSettings, log_tables
 
-    (root / "wandb").mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        project=wandb_cfg["project"],
-        group=f"{paper}-{tier}",
-        name=f"{paper}-{tier}-tables",
-        job_type="eval",
-        dir=str(root / "wandb"),
-        mode=wandb_cfg["mode"],
-        config={"provenance": prov},
-    )
-    for name, rows in tables.items():
-        frame = pd.DataFrame(
-            [{k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()} for r in rows]
-        )
-        run.log({name: wandb.Table(dataframe=frame)})
-    run.finish()
+    settings = WandbSettings.from_dict(wandb_cfg, default_dir=root / "wandb")
+    log_tables(settings, paper, row or "+".join(tables), tables, {"tier": tier, **prov})
 
 
 # ------------------------------------------------------------------------------------------------- plot helpers
@@ -117,3 +104,23 @@ def line_or_missing(
             ax.text(x, 0.02, MISSING_LABEL, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=6,
                     color=line.get_color())  # fmt: skip
     return line
+
+
+HEURISTIC_PLOT_WARNING = "⚠ a HEURISTIC judge (ci tier only) made the judged numbers: they mean nothing"
+
+
+def judge_footer(fig: Any, judges: list[str], heuristic: bool = False, fontsize: float = 7) -> Any:
+    """Names the judge(s) of a plot's judged numbers under the plot and, when one is a heuristic, the warning its
+    table carries, so that a plot shown on its own (the report, W&B, the README) says what its table says. `judges`
+    are lines as the tables write them (Markdown marks are dropped), e.g. evals/judges/lines.py's card_line. Call it
+    before `tight_layout`, which makes room for it (it is the figure's supxlabel). Returns the Text."""
+    import textwrap
+
+    plain = [j.replace("`", "").replace("**", "").strip() for j in judges if j]
+    text = "; ".join(p if p.lower().startswith("judge") else f"judge {p}" for p in plain) or "no judge"
+    width = max(40, int(fig.get_figwidth() * 72 / (fontsize * 0.55)))  # characters that fit the figure's width
+    lines = textwrap.wrap(text, width)
+    if heuristic and "mean nothing" not in text:  # card lines of a heuristic judge carry the warning already
+        lines.append(HEURISTIC_PLOT_WARNING)
+    return fig.supxlabel("\n".join(lines), fontsize=fontsize, color="firebrick" if heuristic else "dimgrey",
+                         fontweight="bold" if heuristic else "normal")  # fmt: skip
