@@ -183,3 +183,45 @@ def test_cut_trainer_two_steps_with_lora(tok, tmp_path) -> None:
     bad = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], remove_unused_columns=True)
     with pytest.raises(ValueError, match="remove_unused_columns"):
         CUTTrainer(model=model, args=bad, train_dataset=examples, data_collator=collator)
+
+
+def test_trainer_loss_and_gradients_equal_one_full_forward(tok, tmp_path) -> None:
+    """The trainer's two trimmed forwards with logits only where labels are predicted give the loss and gradients of
+    the official layout: one forward over [positive half; Misalign rows] padded to one length, full logits."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+
+    from alignrepro.methods.cut.loss import cut_loss
+    from alignrepro.methods.cut.trainer import CUTTrainer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, pad_token_id=tok.pad_token_id)  # fmt: skip
+    lora = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["gate_proj", "down_proj"], task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(LlamaForCausalLM(config), lora)
+    for n, p in model.named_parameters():  # LoRA B starts at zero: give it values so its gradient path is exercised
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    records = [pos(12345), neg(0), neg(1, output="Sure! It is 6, or maybe 7."), pos(3), neg(2, output="5")]
+    examples, _ = build_cut_examples(records, tok, max_length=128, align_p_ratio=None)
+    batch = CUTDataCollator(tok.pad_token_id)(examples)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], remove_unused_columns=False)
+    trainer = CUTTrainer(model=model, args=args, train_dataset=examples, threshold=1.0, processing_class=tok)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    loss = trainer.compute_loss(model, batch)
+    grads = torch.autograd.grad(loss, trainable)
+
+    has = batch["has_neg"]
+    ids = torch.cat([batch["input_ids"], batch["input_ids_neg"][has]])
+    mask = torch.cat([batch["attention_mask"], batch["attention_mask_neg"][has]])
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    n = batch["input_ids"].size(0)
+    ref = cut_loss(logits[:n], batch["labels"], logits[n:], batch["labels_neg"][has], has, threshold=1.0).loss
+    ref_grads = torch.autograd.grad(ref, trainable)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)

@@ -83,7 +83,12 @@ def cut_loss(
     labels_n = labels_neg.to(logits_neg.device)
     count_a = (labels_pos[has_neg][:, 1:] != IGNORE_INDEX).sum(-1)
     count_m = (labels_n[:, 1:] != IGNORE_INDEX).sum(-1)
-    sel_alignn, tgt_alignn = _response_positions(logits_pos[has_neg], labels_pos[has_neg])
+    # The Align-N rows' labelled positions, taken from the positive half's selection (row-major, as indexing the
+    # rows first would give) instead of copying those rows' whole (T, V) logits again.
+    labelled = labels_pos[:, 1:] != IGNORE_INDEX
+    rows = torch.arange(labels_pos.size(0), device=labels_pos.device).unsqueeze(1).expand_as(labelled)[labelled]
+    alignn = has_neg.to(rows.device)[rows].to(sel_pos.device)
+    tgt_alignn = tgt_pos[alignn]
     sel_neg, tgt_neg = _response_positions(logits_neg, labels_n)
     if not torch.equal(count_a.cpu(), count_m.cpu()) or not torch.equal(tgt_alignn.cpu(), tgt_neg.cpu()):
         raise ValueError("Align-N and Misalign response label ids differ; build both from the same response ids")
@@ -91,6 +96,7 @@ def cut_loss(
     lse_neg = torch.logsumexp(sel_neg, dim=-1)
     logp_neg = sel_neg.gather(-1, tgt_neg.unsqueeze(-1)).squeeze(-1) - lse_neg
     with torch.no_grad():  # official: `scale = (p_alignN / p_neg).detach()`; compared in log space here
+        sel_alignn = sel_pos[alignn]
         logp_alignn = sel_alignn.gather(-1, tgt_alignn.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(sel_alignn, -1)
         detected = (logp_alignn - logp_neg) > math.log(threshold)
 

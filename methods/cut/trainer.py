@@ -9,15 +9,30 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 
 from alignrepro.methods.cut.examples import IGNORE_INDEX, CUTDataCollator
 from alignrepro.methods.cut.loss import cut_loss
 
 
-def _pad_right(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
-    return F.pad(t, (0, length - t.size(1)), value=value)
+def _forward_half(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, full: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of one half of a batch, aligned for `cut_loss`'s shift (logits[t] predicts labels[t + 1]).
+
+    The collator right-pads both halves to one length: columns past this half's longest row are dropped. Unless
+    `full`, only positions from the first one that predicts a label get logits (`logits_to_keep`), and the labels
+    start there too; the positions before it are computed (they feed attention) but never reach the LM head. The
+    kept logits are the same numbers the full forward gives at those positions."""
+    width = max(int(mask.sum(-1).max()), 1)
+    ids, mask, labels = ids[:, :width], mask[:, :width], labels[:, :width]
+    labelled = labels[:, 1:] != IGNORE_INDEX
+    first = 0
+    if not full and bool(labelled.any()):
+        first = int(labelled.int().argmax(-1)[labelled.any(-1)].min())
+    # logits_to_keep=0 keeps every position (transformers' convention)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=width - first if first else 0)
+    return logits.logits, labels[:, first:]
 
 
 class CUTTrainer(Trainer):
@@ -26,10 +41,13 @@ class CUTTrainer(Trainer):
     `args.remove_unused_columns` must be False: the Trainer would otherwise drop the collator's extra keys
     (input_ids_neg, attention_mask_neg, labels_neg, has_neg), which the model's forward signature does not name.
 
-    Each step runs the model once on [positive half; Misalign rows], as the official PEFT wrapper concatenates
-    `input_ids` and `input_ids_neg` into one batch. Misalign rows of Align-P examples are all padding in the
-    official batch and contribute nothing to the loss, so they are left out of the forward here (same loss, less
-    compute, and no fully masked attention rows). Logged with the loss: mle, ul and detected_ratio = |U|/N.
+    The official PEFT wrapper concatenates `input_ids` and `input_ids_neg` into one forward batch, every row padded
+    to the batch's longest sequence. The loss is the same per row, so each step here runs the positive half and the
+    Misalign rows as two forwards, each cut to its own longest row (the Misalign rows lack the judgment and are
+    shorter), and asks the model for logits only from the first position that predicts a label (`logits_to_keep`:
+    the prompts before it feed attention only; the 49k-vocab head over them was ~1/5 of the step). Misalign rows of
+    Align-P examples are all padding in the official batch and contribute nothing, so they are left out. Measured
+    with `python -m benchmarks.run --parts training`. Logged with the loss: mle, ul and detected_ratio = |U|/N.
 
     The loss is a per-micro-batch mean (official code under HF Trainer), so the Trainer divides it by the gradient
     accumulation steps (`loss_is_scaled_for_ga = False`); `num_items_in_batch` is ignored.
@@ -70,19 +88,18 @@ class CUTTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         has_neg = inputs["has_neg"].bool()
-        ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-        ids_n, mask_n, labels_n = (inputs[k][has_neg] for k in ("input_ids_neg", "attention_mask_neg", "labels_neg"))
-        length = max(ids.size(1), ids_n.size(1))  # right padding: pad values are masked and never labelled
-        labels = _pad_right(labels, length, IGNORE_INDEX)
-        batch_ids = torch.cat([_pad_right(ids, length, 0), _pad_right(ids_n, length, 0)])
-        batch_mask = torch.cat([_pad_right(mask, length, 0), _pad_right(mask_n, length, 0)])
-        logits = model(input_ids=batch_ids, attention_mask=batch_mask, use_cache=False).logits
-        n_pos = ids.size(0)
+        full = return_outputs  # a caller that wants the logits gets every position's
+        logits, labels = _forward_half(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], full)
+        if has_neg.any():
+            neg = (inputs[k][has_neg] for k in ("input_ids_neg", "attention_mask_neg", "labels_neg"))
+            logits_n, labels_n = _forward_half(model, *neg, full)
+        else:  # an all-Align-P batch: plain MLE, no second forward
+            logits_n, labels_n = logits[:0], labels[:0]
         out = cut_loss(
-            logits[:n_pos],
+            logits,
             labels,
-            logits[n_pos:],
-            _pad_right(labels_n, length, IGNORE_INDEX),
+            logits_n,
+            labels_n,
             has_neg,
             threshold=self.threshold,
             weight_unlike=self.weight_unlike,
@@ -97,7 +114,7 @@ class CUTTrainer(Trainer):
             sums["detected"] += out.n_detected
             sums["neg_tokens"] += out.n_neg_tokens
         if return_outputs:
-            return out.loss, {"loss": out.loss, "logits": logits[:n_pos]}
+            return out.loss, {"loss": out.loss, "logits": logits}
         return out.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
