@@ -2,6 +2,7 @@
 # Data flows data → train → generate → judge → aggregate; each step is a rule with declared inputs and outputs.
 # Papers are found from their folders (methods/<paper>/paper.yaml): adding one edits nothing here.
 import os
+import sys
 
 from alignrepro.config import check_config_files
 
@@ -11,6 +12,15 @@ check_config_files([os.path.join(workflow.basedir, "config/config.yaml"), *workf
 
 
 configfile: os.path.join(workflow.basedir, "config/config.yaml")
+
+
+# `snakemake --report report.html` reports the tier of the last successful run (recorded by `onsuccess:` below)
+# unless --config/--configfile names one; a run, a dry run or --report-after-run never reads the record.
+from alignrepro import last_run
+
+_report_tier = last_run.tier_for_report(sys.argv, workflow.config_settings.overwrite_config)
+if _report_tier:
+    config["tier"] = _report_tier
 
 
 include: "rules/common.smk"  # first: the validated config, the paper registry, helpers (includes stay one-way)
@@ -25,6 +35,7 @@ for _paper in PAPERS.values():  # every paper under methods/, in name order; `pa
 include: "evals/verifiable/rules.smk"
 include: "evals/alpacaeval/rules.smk"
 include: "evals/shared.smk"  # after the papers: it reads SHARED_MODELS
+include: "evals/wandb.smk"  # after shared.smk: it logs the leaderboard rule's inputs
 include: "rules/claims.smk"  # after the papers: it reads PAPER_TARGETS
 
 
@@ -33,12 +44,18 @@ rule all:
     input:
         [PAPER_TARGETS[p] for p in config["papers"]],
         rules.evals_leaderboard.output if config["evals"]["shared"] else [],
+        rules.evals_fastchat.output if config["evals"]["shared"] else [],  # FastChat's data/ layout (MT-Bench)
+        rules.evals_wandb.output if config["evals"]["shared"] and config["wandb"]["mode"] != "disabled" else [],
         rules.claims_all.output,
+
+
+report: "report/workflow.rst"  # the report's front page; each item's caption is a report/*.rst beside its rules
 
 
 onsuccess:
     # After the last job of a successful run: each paper's tables and summary, the leaderboard, the claims table and
     # where the logs are (alignrepro/run_summary.py: reads only files that exist, never fails the run).
+    last_run.record(TIER)  # what a later `snakemake --report` reports (alignrepro/last_run.py)
     try:
         from alignrepro import run_summary
 

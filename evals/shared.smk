@@ -3,6 +3,8 @@
 # card (results/judges/), shown beside every judged number of the leaderboard.
 import shlex
 
+from alignrepro.evals.mtbench.fastchat_files import fastchat_name
+from alignrepro.evals.lmeval.run import config_args as lmeval_config_args
 from alignrepro.external import plan as external_plan
 
 EV = config["evals"]
@@ -71,13 +73,17 @@ rule evals_safety_prompts:
         f"{EV_R}/prompts/safety/manifest.json",
     params:
         s=EV["safety"],
+        # a size of null: the whole set (the CLI's default)
+        sizes=" ".join(f"--{k.replace('_', '-')} {EV['safety'][k]}" for k in ("n_harmful", "n_benign", "n_jailbreak")
+                       if EV["safety"][k] is not None),
         seed=config["seed"],
     log:
         f"{EV_R}/logs/safety_prompts.log",
     resources: **res("cpu")
     shell:
-        "{PY} -m alignrepro.evals.safety.prompts --out-dir $(dirname {output}) --n-harmful {params.s[n_harmful]} "
-        "--n-benign {params.s[n_benign]} --n-jailbreak {params.s[n_jailbreak]} --seed {params.seed} > {log} 2>&1"
+        "{PY} -m alignrepro.evals.safety.prompts --out-dir $(dirname {output}) {params.sizes} "
+        "--templates-per-request {params.s[templates_per_request]} --strongreject {params.s[strongreject_set]} "
+        "--seed {params.seed} > {log} 2>&1"
 
 
 rule evals_import_model:
@@ -110,6 +116,8 @@ rule evals_respond:
         alpacaeval=f"{EV_R}/answers/{{key}}/alpacaeval.jsonl",
         mtbench=f"{EV_R}/answers/{{key}}/mtbench.jsonl",
         safety=f"{EV_R}/answers/{{key}}/safety.jsonl",
+        alpaca_eval=f"{EV_R}/answers/{{key}}/model_outputs.json",  # alpaca_eval's own format
+        fastchat=f"{EV_R}/answers/{{key}}/mtbench_fastchat.jsonl",  # FastChat's model_answer lines
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
     params:
@@ -125,7 +133,7 @@ rule evals_respond:
     shell:
         "{PY} -m alignrepro.evals.respond --model $(dirname {input.model}) --alpacaeval-prompts {input.alpacaeval} "
         "--safety-prompts-dir $(dirname {input.safety}) {params.per_cat} --seed {params.seed} --spec-json {params.gen:q} "
-        "--out-dir $(dirname {output.alpacaeval}) --tier {TIER} > {log} 2>&1"
+        "--out-dir $(dirname {output.alpacaeval}) --model-id {wildcards.key} --tier {TIER} > {log} 2>&1"
 
 
 def alpacaeval_reference(w):
@@ -162,11 +170,13 @@ rule evals_mtbench:
         answers=f"{EV_R}/answers/{{key}}/mtbench.jsonl",
         judge=judge_inputs(EV["judge"]),
     output:
-        f"{EV_R}/scores/{{key}}/mtbench.json",
+        score=f"{EV_R}/scores/{{key}}/mtbench.json",
+        fastchat=f"{EV_R}/scores/{{key}}/mtbench_fastchat_single.jsonl",  # FastChat's judgment lines
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
     params:
         judge=EV_JUDGE,
+        judge_name=EV["judge"],
     log:
         f"{EV_R}/logs/mtbench/{{key}}.log",
     benchmark:
@@ -175,7 +185,8 @@ rule evals_mtbench:
     resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --judge-config {params.judge:q} "
-        "--cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
+        "--cache results/judge_cache.sqlite --out {output.score} --tier {TIER} --fastchat-out {output.fastchat} "
+        "--model-id {wildcards.key} --judge-name {params.judge_name:q} > {log} 2>&1"
 
 
 rule evals_mtbench_pairwise:
@@ -184,33 +195,58 @@ rule evals_mtbench_pairwise:
         baseline=f"{EV_R}/answers/{EV['mtbench']['baseline']}/mtbench.jsonl",
         judge=judge_inputs(EV["judge"]),
     output:
-        f"{EV_R}/scores/{{key}}/mtbench_pairwise.json",
+        score=f"{EV_R}/scores/{{key}}/mtbench_pairwise.json",
+        fastchat=f"{EV_R}/scores/{{key}}/mtbench_fastchat_pair.jsonl",
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
     params:
         judge=EV_JUDGE,
+        judge_name=EV["judge"],
+        baseline=EV["mtbench"]["baseline"],
     log:
         f"{EV_R}/logs/mtbench_pairwise/{{key}}.log",
     threads: config["threads"]
     resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.mtbench.grade --answers {input.answers} --baseline {input.baseline} "
-        "--judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output} --tier {TIER} > {log} 2>&1"
+        "--judge-config {params.judge:q} --cache results/judge_cache.sqlite --out {output.score} --tier {TIER} "
+        "--fastchat-out {output.fastchat} --model-id {wildcards.key} --baseline-id {params.baseline} "
+        "--judge-name {params.judge_name:q} > {log} 2>&1"
+
+
+rule evals_fastchat:
+    """Every model's MT-Bench answers and judgments as one FastChat data/ folder (show_result.py, gen_judgment.py)."""
+    input:
+        answers=[f"{EV_R}/answers/{key}/mtbench_fastchat.jsonl" for key in SHARED_MODELS],
+        single=[f"{EV_R}/scores/{key}/mtbench_fastchat_single.jsonl" for key in SHARED_MODELS],
+        pair=[f"{EV_R}/scores/{key}/mtbench_fastchat_pair.jsonl" for key in SHARED_MODELS]
+        if EV["mtbench"]["baseline"] else [],
+    output:
+        answers=[f"{EV_R}/fastchat/mt_bench/model_answer/{fastchat_name(key)}.jsonl" for key in SHARED_MODELS],
+        single=f"{EV_R}/fastchat/mt_bench/model_judgment/{fastchat_name(EV['judge'])}_single.jsonl",
+        pair=f"{EV_R}/fastchat/mt_bench/model_judgment/{fastchat_name(EV['judge'])}_pair.jsonl"
+        if EV["mtbench"]["baseline"] else [],
+    params:
+        judge_name=EV["judge"],
+    log:
+        f"{EV_R}/logs/fastchat.log",
+    resources: **res("cpu")
+    shell:
+        "{PY} -m alignrepro.evals.mtbench.fastchat_files --out-dir {EV_R}/fastchat --answers {input.answers} "
+        "--single {input.single} --pair {input.pair} --judge-name {params.judge_name:q} > {log} 2>&1"
 
 
 rule evals_lmeval:
+    """The project's summary (lmeval.json) and, beside it, lm-eval's own results.json and samples_<task>.jsonl."""
     input:
         model=lambda w: f"{SHARED_MODELS[w.key]['dir']}/model.json",
     output:
-        f"{EV_R}/scores/{{key}}/lmeval.json",
+        summary=f"{EV_R}/scores/{{key}}/lmeval.json",
+        lm_eval=directory(f"{EV_R}/scores/{{key}}/lm_eval"),
     wildcard_constraints:
         key=r"[^/]+/[^/]+",
     params:
-        tasks=",".join(EV["lmeval"]["tasks"]),
-        data=as_json(EV["lmeval"]["data"]),
-        fewshot=f"--num-fewshot {EV['lmeval']['num_fewshot']}" if EV["lmeval"]["num_fewshot"] is not None else "",
-        limit=f"--limit {EV['lmeval']['limit']}" if EV["lmeval"]["limit"] else "",
-        bs=EV["lmeval"]["batch_size"],
+        args=shlex.join(lmeval_config_args(EV["lmeval"])),  # tasks, data, shots, limits, MMLU subset, batch size
         dtype=config["dtype"],  # the tier's dtype: "auto" would make scores depend on the CPU
     log:
         f"{EV_R}/logs/lmeval/{{key}}.log",
@@ -219,9 +255,8 @@ rule evals_lmeval:
     threads: config["threads"]
     resources: **res("infer")
     shell:
-        "{PY} -m alignrepro.evals.lmeval.run --model $(dirname {input.model}) --tasks {params.tasks} "
-        "--data-json {params.data:q} {params.fewshot} {params.limit} --batch-size {params.bs} --out {output} "
-        "--dtype {params.dtype} --tier {TIER} > {log} 2>&1"
+        "{PY} -m alignrepro.evals.lmeval.run --model $(dirname {input.model}) {params.args} "
+        "--out {output.summary} --lm-eval-dir {output.lm_eval} --dtype {params.dtype} --tier {TIER} > {log} 2>&1"
 
 
 rule evals_safety:
@@ -254,7 +289,11 @@ rule judge_card:
         judge=lambda w: judge_inputs(w.name),
     output:
         json="results/judges/{name}.json",
-        md=report("results/judges/{name}.md", category="Judge cards"),
+        md="results/judges/{name}.md",
+        # `snakemake --report`: the card as an HTML page, and the facts its caption includes
+        html=report("results/judges/{name}.html", caption="report/judge_card.rst", category="Shared benchmarks",
+                    subcategory="judge cards", labels={"item": "judge card: {name}"}),
+        facts="results/judges/{name}.facts.rst",
     params:
         spec=lambda w: as_json(judge_spec(w.name)),
         per_kind=f"--per-kind {EV['card_pairs_per_kind']}" if EV["card_pairs_per_kind"] else "",
@@ -266,7 +305,9 @@ rule judge_card:
     resources: **res_judge("judge")
     shell:
         "{PY} -m alignrepro.evals.judges.card --name {wildcards.name} --judge-config {params.spec:q} "
-        "--labelled-set {input.labelled} {params.per_kind} --out-json {output.json} --out-md {output.md} --tier {TIER} > {log} 2>&1"
+        "--labelled-set {input.labelled} {params.per_kind} --out-json {output.json} --out-md {output.md} --tier {TIER} > {log} 2>&1 "
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --cards {output.json} --facts {output.facts} "
+        "--page {output.md} {output.html} >> {log} 2>&1"
 
 
 EV_BENCHES = ["alpacaeval", "mtbench", "lmeval", "safety"] + (["mtbench_pairwise"] if EV["mtbench"]["baseline"] else [])
@@ -278,10 +319,15 @@ rule evals_leaderboard:
         cards=[f"results/judges/{name}.json" for name in CARDS],
         answers=[f"{EV_R}/answers/{key}/alpacaeval.jsonl" for key in SHARED_MODELS],  # average answer length
     output:
-        md=report(f"{EV_R}/leaderboard.md", category="Leaderboard", labels={"table": "shared benchmarks"}),
+        md=f"{EV_R}/leaderboard.md",
         csv=f"{EV_R}/leaderboard.csv",
-        png=report(f"{EV_R}/leaderboard.png", category="Leaderboard", labels={"figure": "shared benchmarks"}),
+        png=report(f"{EV_R}/leaderboard.png", caption="report/leaderboard_png.rst", category="Shared benchmarks",
+                   subcategory="leaderboard", labels={"item": "leaderboard plot"}),
         summary=f"{EV_R}/summary.md",
+        # `snakemake --report`: the leaderboard as an HTML page, and the tier/judge facts the captions include
+        html=report(f"{EV_R}/leaderboard.html", caption="report/leaderboard.rst", category="Shared benchmarks",
+                    subcategory="leaderboard", labels={"item": "leaderboard"}),
+        facts=f"{EV_R}/leaderboard.facts.rst",
     params:
         spec=as_json({"tier": TIER, "root": EV_R, "models": SHARED_MODELS, "benches": EV_BENCHES, "judge": EV["judge"],
                       "cards": CARDS, "seed": config["seed"], "rank_by": EV["leaderboard"]["rank_by"]}),
@@ -290,5 +336,6 @@ rule evals_leaderboard:
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.evals.leaderboard --spec-json {params.spec:q} --out-dir {EV_R} > {log} 2>&1 "
-        "&& cat {output.summary}"
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --cards {input.cards} --facts {output.facts} "
+        "--page {output.md} {output.html} >> {log} 2>&1 && cat {output.summary}"
 

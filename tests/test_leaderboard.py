@@ -53,8 +53,10 @@ def write_model(
     if ratings is not None:
         mt["annotations"] = [{"question_id": i, "turn": t, "rating": r} for i, (t, r) in enumerate(ratings)]
     tasks = {"arc_challenge": {"status": "not available offline"}}
-    tasks["micro_mmlu"] = (
-        {"status": "not available offline"} if mmlu is None else {"acc": mmlu[0] / mmlu[1], "n": mmlu[1]}
+    tasks["mmlu"] = (
+        {"status": "not available offline"}
+        if mmlu is None
+        else {"acc": mmlu[0] / mmlu[1], "n": mmlu[1], "label": f"MMLU (stratified {mmlu[1]} of 14,042, 0-shot)"}
     )
     safety = {
         "sets": {
@@ -105,18 +107,20 @@ def md_rows(md: str) -> list[list[str]]:
 
 
 def test_ranked_by_the_default_column_with_ties_shared_and_missing_last(tmp_path):
-    assert DEFAULT_RANK_BY == "micro_mmlu_acc" and RANKABLE[DEFAULT_RANK_BY][1]  # judge-free, higher first
+    assert DEFAULT_RANK_BY == "mmlu_acc" and RANKABLE[DEFAULT_RANK_BY][1]  # judge-free, higher first
     mmlu = {"cut/a": (2, 4), "cut/b": (3, 4), "base/z": (2, 4), "cut/c": None, "mote/d": (1, 4)}
     rows, md, _ = run_board(tmp_path, {k: {"mmlu": v} for k, v in mmlu.items()})
     assert [r["model"] for r in rows] == ["cut/b", "base/z", "cut/a", "mote/d", "cut/c"]
     assert [r["rank"] for r in rows] == ["1", "2", "2", "4", ""]  # a tie shares its rank; missing: unranked, last
-    assert {r["rank_by"] for r in rows} == {"micro_mmlu_acc"}
-    assert "Ranked by **micro-MMLU acc %** (`evals.leaderboard.rank_by: micro_mmlu_acc`), higher is better" in md
+    assert {r["rank_by"] for r in rows} == {"mmlu_acc"}
+    assert "Ranked by **MMLU acc %** (`evals.leaderboard.rank_by: mmlu_acc`), higher is better" in md
     table = md_rows(md)
-    assert table[0][0] == "rank" and "micro-MMLU acc % (ranking column, higher first)" in table[0]
+    # the column names the scored set, its size and shots (the score files' label)
+    head = "MMLU (stratified 4 of 14,042, 0-shot) acc % (ranking column, higher first)"
+    assert table[0][0] == "rank" and head in table[0]
     assert [(r[0], r[1].split(" ")[0]) for r in table[1:]] == [(r["rank"] or "–", r["model"]) for r in rows]
     # the columns test_pipeline_ci reads are still there
-    for col in ("model", "alpacaeval_win_rate", "mtbench_score", "micro_mmlu_acc", "harmless_strmatch", "over_refusal"):
+    for col in ("model", "alpacaeval_win_rate", "mtbench_score", "mmlu_acc", "harmless_strmatch", "over_refusal"):
         assert col in rows[0]
     assert rows[0]["heuristic"] == "True" and rows[0]["tier"] == "ci"
 
@@ -131,12 +135,12 @@ def test_rank_by_picks_the_column_and_its_direction(tmp_path):
 
 def test_ranking_is_deterministic_whatever_the_input_order():
     rows = [{"model": f"m{i}", "x": v} for i, v in enumerate([None, 1.0, 3.0, 1.0, float("nan"), 2.0])]
-    rows = [r | {"micro_mmlu_acc": r.pop("x")} for r in rows]
-    want = rank_rows(rows, "micro_mmlu_acc")
+    rows = [r | {"mmlu_acc": r.pop("x")} for r in rows]
+    want = rank_rows(rows, "mmlu_acc")
     for seed in range(5):
         shuffled = rows[:]
         random.Random(seed).shuffle(shuffled)
-        assert rank_rows(shuffled, "micro_mmlu_acc") == want
+        assert rank_rows(shuffled, "mmlu_acc") == want
     assert [(r["model"], r["rank"]) for r in want] == [
         ("m2", 1), ("m5", 2), ("m1", 3), ("m3", 3), ("m0", None), ("m4", None)
     ]  # fmt: skip
@@ -156,7 +160,7 @@ def test_every_numeric_column_has_a_ci_from_the_per_item_data(tmp_path):
     assert ci("mtbench_turn2_ci95") == bootstrap_mean_ci([v for t, v in valid if t == 2], seed=SEED)
     assert ci("harm_help_ci95") == bootstrap_mean_ci(list(helpfulness), seed=SEED)  # harmful set only
     assert ci("jailbreak_harmless_strmatch_ci95") == wilson(1, 3)  # the file had none: Wilson from k of n
-    assert ci("micro_mmlu_ci95") == wilson(2, 4) and ci("over_refusal_ci95") == wilson(1, 4)
+    assert ci("mmlu_ci95") == wilson(2, 4) and ci("over_refusal_ci95") == wilson(1, 4)
     assert json.loads(r["no_ci"]) == {}
     table = md_rows(md)
     header, cells = table[0], dict(zip(table[0], table[1], strict=True))
@@ -212,9 +216,10 @@ def test_the_rule_gives_the_answers_and_the_ranking_column_to_the_leaderboard():
 def test_summary_shows_the_ranked_top_rows_the_ranking_column_and_the_judge(tmp_path):
     mmlu = {f"cut/m{i}": (i, 8) for i in range(7)}
     rows, _, summary = run_board(tmp_path, {k: {"mmlu": v} for k, v in mmlu.items()})
-    assert "ranked by micro-MMLU acc % (evals.leaderboard.rank_by: micro_mmlu_acc), higher first" in summary
+    label = "MMLU (stratified 8 of 14,042, 0-shot) acc %"
+    assert f"ranked by {label} (evals.leaderboard.rank_by: mmlu_acc), higher first" in summary
     table = md_rows(summary)
-    assert table[0][:3] == ["rank", "model", "micro-MMLU acc % (95 % CI)"]
+    assert table[0][:3] == ["rank", "model", f"{label} (95 % CI)"]
     assert [(c[0], c[1].split(" ")[0]) for c in table[1:]] == [(r["rank"], r["model"]) for r in rows[:5]]
     assert "... 2 more in leaderboard.md" in summary
     assert "judge **heuristic** (`heuristic-v1`): pairwise agreement 52.0 [40.0, 60.0] %" in summary

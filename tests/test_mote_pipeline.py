@@ -80,6 +80,15 @@ def test_headline_tables_have_reported_and_reproduced_rows_with_provenance(ci_ru
     ev = json.loads((ci_run / "results/mote/ci/ci-random-llama/eval/table1.json").read_text())
     assert ev["provenance"]["judge_id"] == ev["judge"]["id"] and ev["provenance"]["data_sha256"]
     assert ev["systems"]["MoTE"]["n"]["jailbreak"] > 0
+    # every reproduced row has its CIs (Table 2: bootstrap over the hypotheses), and MoTE - each baseline is paired
+    for r in repro:  # (a Table 2 step with fewer than 2 texts has no Self-BLEU at all)
+        cols = ["self_bleu"] if r["table"] == "table2" else ["harm", "harm_strmatch"]
+        if r["table"] != "table2" or int(r["amount"]) >= 2:
+            assert all(json.loads(r[f"{c}_ci95"]) for c in cols), r
+    diffs = _csv(t / "differences.csv")
+    harm = {d["b_row"]: d for d in diffs if d["table"] == "table1" and d["metric"] == "harm_strmatch"}
+    assert set(harm) == {"sft", "rlcd"} and all(d["test"] == "McNemar exact" and d["p_value"] for d in harm.values())
+    assert 0 < int(harm["sft"]["n"]) <= ev["systems"]["MoTE"]["n"]["harmful"]  # prompts answered by both
 
 
 @pytest.mark.slow
@@ -98,7 +107,9 @@ def test_ablation_tables_and_plots(ci_run):
     assert f6 == {"q_a-12", "adaptive-12"}
     for png in ("fig6_harm_vs_budget.png", "table4_architectures.png"):
         assert (t / png).read_bytes()[:4] == b"\x89PNG"
-    assert any((ci_run / "results/mote/ci/tables/wandb").rglob("*.wandb"))  # the offline W&B run of the tables
+    from alignrepro.wandb_runs import run_ids  # the offline W&B run of the tables, in the one W&B folder
+
+    assert any(i.startswith("mote-") and "-aggregate-" in i for i in run_ids(ci_run / "results/wandb/wandb"))
 
 
 @pytest.mark.slow

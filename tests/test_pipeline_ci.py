@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,12 +17,12 @@ from reproducible import differences
 from workflow import job_stats, smk, smk_cmd
 
 METHODS = ["Base", "Forward Prediction", "Hindsight", "ILF-MLE", "ILF-DPO", "CUT"]
-# What one CUT row costs: its training, answers, two evaluations, Table 2, its shared benchmarks, the leaderboard and
-# CUT's claims (their verdicts read Table 2) with the cross-paper claims table
+# What one CUT row costs: its training, answers, two evaluations, Table 2, its shared benchmarks, the leaderboard (and
+# its W&B runs and FastChat files), CUT's claims (their verdicts read Table 2) with the cross-paper claims table
 ONE_CUT_ROW = {
     **dict.fromkeys(["cut_train", "cut_generate", "eval_accuracy", "eval_winrate", "cut_tables"], 1),
     **dict.fromkeys(["evals_respond", "evals_alpacaeval", "evals_mtbench", "evals_lmeval", "evals_safety"], 1),
-    "evals_leaderboard": 1,
+    **dict.fromkeys(["evals_leaderboard", "evals_wandb", "evals_fastchat"], 1),
     "claims_paper": 1,
     "claims_all": 1,
     "all": 1,
@@ -47,6 +48,9 @@ def test_tables_are_well_formed_with_provenance(ci_run):
     assert float(base["win_rate"]) == 50.0  # the base model against its own outputs: all ties
     cut = rows[-1]
     assert cut["detected_ratio"] != "" and len(cut["model_hash"]) == 64 and cut["data_hash"]
+    # each method's accuracy minus the base's, paired on the same items (McNemar p, MDE); the base row has none
+    assert base["accuracy_vs_base"] == "" and cut["accuracy_vs_base_p"] != "" and float(cut["accuracy_vs_base_mde"]) > 0
+    assert int(cut["accuracy_vs_base_n"]) == int(cut["accuracy_n"])
     online = list(csv.DictReader((tables / "table6_online.csv").open()))
     assert [r["method"] for r in online] == ["Base (iter 0)", "CUT 1+", "CUT 2+"]
     prov = json.loads((tables / "provenance.json").read_text())
@@ -71,8 +75,17 @@ def test_default_target_builds_the_mote_tables(ci_run):
 
 @pytest.mark.slow
 def test_wandb_offline_runs_logged_cut_metrics(ci_run):
-    runs = sorted((ci_run / "results/cut/ci/wandb/wandb").glob("offline-run-*"))
-    assert len(runs) == 7  # fp, hindsight, ilf_mle, ilf_dpo, cut (= iteration 1), cut_iter2, the tables
+    from alignrepro.wandb_runs import run_ids
+
+    ids = run_ids(ci_run / "results/wandb/wandb")  # every run of every paper in the one folder (README: W&B)
+    assert len(ids) == len(set(ids))  # one folder per run id (a rerun replaces its run)
+    cut = [i for i in ids if i.startswith("cut-")]
+    # fp, hindsight, ilf_mle, ilf_dpo, cut (= iteration 1), cut_iter2, the tables
+    assert sum(bool(re.search(r"-(train|aggregate)-[0-9a-f]{10}$", i)) for i in cut) == 7
+    manifest = json.loads((ci_run / "results/evals/ci/wandb.json").read_text())  # the shared evaluation's runs
+    assert {r["job_type"] for r in manifest["runs"]} == {"eval", "leaderboard", "judge-card"}
+    assert {r["id"] for r in manifest["runs"]} <= set(ids)
+    assert {r["id"] for r in manifest["runs"] if r["group"] == "cut"} == {i for i in cut if "-eval-" in i} != set()
     meta = json.loads((ci_run / "results/cut/ci/models/ci-random-llama/cut/model.json").read_text())
     logged = meta["log_history"][0]
     assert {"mle", "ul", "detected_ratio", "learning_rate", "loss"} <= set(logged)
@@ -207,7 +220,7 @@ def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
     expected = ["base/ci-random-llama", "morlaif/linear", "mote/mote", *ld_align] + [f"cut/{m}" for m in trained]
     assert sorted(r["model"] for r in rows) == sorted(expected)
     for r in rows:
-        for col in ("alpacaeval_win_rate", "mtbench_score", "micro_mmlu_acc", "harmless_strmatch", "over_refusal"):
+        for col in ("alpacaeval_win_rate", "mtbench_score", "mmlu_acc", "harmless_strmatch", "over_refusal"):
             assert r[col] not in ("", "None"), (r["model"], col)
         assert r["heuristic"] == "True" and r["tier"] == "ci"
     md = (root / "leaderboard.md").read_text()
@@ -239,6 +252,9 @@ def test_morlaif_figures_beside_reported_with_provenance(ci_run):
     pms = {r["row"] for r in rows if r["figure"] == "A"}
     assert len(pms) == 14 and {"sycophancy", "cai", "hhh"} <= pms  # 12 principles + the two single-PM baselines
     objectives = {r["row"] for r in rows if r["figure"] == "B"}
+    linear = next(r for r in rows if r["figure"] == "B" and r["row"] == "linear")
+    assert linear["vs_single_pm_p"] != "" and int(linear["vs_single_pm_n"]) > 0  # paired with the single PM
+    assert all(r["ci95"] for r in rows if r["figure"] == "G")  # every reproduced accuracy with its CI
     assert {"linear", "bernoulli_nash", "multi_pm_ceiling", "single_pm_rlaif_baseline"} <= objectives
     assert len([r for r in rows if r["figure"] == "G" and r["column"] == "ceiling"]) == 12  # k = 0..11
     md = (root / "tables/figures.md").read_text()
@@ -254,8 +270,10 @@ def test_morlaif_figures_beside_reported_with_provenance(ci_run):
         assert any(k.startswith("reward/pm/") for k in log[0]) and "kl_coef" in log[0]
     e = (root / "tables/figure_e.md").read_text()
     assert "| linear |" in e and "| max_min |" in e and "| single_pm |" in e and "plotting error" in e
-    runs = list((root / "ci-random-llama/wandb/wandb").glob("offline-run-*"))
-    assert len(runs) == 14 + 3  # a W&B run per PM and per PPO arm
+    from alignrepro.wandb_runs import run_ids
+
+    ids = [i for i in run_ids(root.parents[1] / "wandb/wandb") if i.startswith("morlaif-") and "-train-" in i]
+    assert len(ids) == len(set(ids)) == 14 + 3  # a W&B run per PM and per PPO arm
 
 
 def test_a_killed_run_needs_no_unlock_and_no_rerun_incomplete(tmp_path):

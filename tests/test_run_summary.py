@@ -30,7 +30,7 @@ def full_run(root: Path) -> None:
     write(
         root, "results/mote/ci/tables/summary.md", "# MoTE summary (tier ci)\n\njudge `h`\n\n- SFT: Help 1.5\n- RLCD\n"
     )
-    board = "Shared leaderboard (ci): 3 models\n  ranked by micro-MMLU\n\n| rank | model |\n|---|---|\n| 1 | base/x |\n"
+    board = "Shared leaderboard (ci): 3 models\n  ranked by MMLU\n\n| rank | model |\n|---|---|\n| 1 | base/x |\n"
     write(root, "results/evals/ci/summary.md", board + "| 2 | cut/y |\n")
     write(root, "results/claims/ci/claims.md", "| paper | claim | verdict |\n")
     for folder in ("results/cut/ci/logs", "results/mote/ci/logs", "results/logs", "results/cut/ci/benchmarks"):
@@ -53,7 +53,7 @@ def test_a_full_run_names_every_paper_the_leaderboard_claims_and_logs(tmp_path):
     assert lines[i + 1 : i + 4] == ["    MoTE summary (tier ci)", "    judge `h`", "    - SFT: Help 1.5"]
     assert "morlaif" not in text  # configured but not built: no line, no error
     assert "  leaderboard: results/evals/ci/summary.md" in lines
-    assert "    | 2 | cut/y |" in lines and "      ranked by micro-MMLU" in lines
+    assert "    | 2 | cut/y |" in lines and "      ranked by MMLU" in lines
     assert "  claims and verdicts: results/claims/ci/claims.md" in lines
     assert "  logs: results/{cut,mote}/ci/logs/, results/logs/" in lines
     assert "  benchmarks (run times): results/cut/ci/benchmarks/" in lines

@@ -260,25 +260,38 @@ rule cut_tables:
         # the leaderboard's cards (CARDS: evals/shared.smk), then CUT's own (same judge id: CUT's card is shown)
         cards=lambda w: [f"results/judges/{n}.json" for n in dict.fromkeys([*CARDS, *CUT_CARDS])],
     output:
-        report(f"{CUT_R}/tables/table2_offline.md", category="CUT", labels={"table": "Table 2 (offline)"}),
+        f"{CUT_R}/tables/table2_offline.md",
         f"{CUT_R}/tables/table2_offline.csv",
-        report(f"{CUT_R}/tables/table6_online.md", category="CUT", labels={"table": "Table 6 (online)"}),
+        f"{CUT_R}/tables/table6_online.md",
         f"{CUT_R}/tables/table6_online.csv",
-        report(f"{CUT_R}/tables/cut_results.png", category="CUT", labels={"figure": "accuracy and win rate"}),
+        report(f"{CUT_R}/tables/cut_results.png", caption="report/cut_results.rst", category="CUT",
+               subcategory="plots", labels={"item": "accuracy and win rate"}),
         f"{CUT_R}/tables/reported.md",
         summary=f"{CUT_R}/tables/summary.md",
+        # `snakemake --report`: the tables as HTML pages, and the tier/judge facts the captions include
+        table2=report(f"{CUT_R}/tables/table2_offline.html", caption="report/table2_offline.rst", category="CUT",
+                      subcategory="tables", labels={"item": "Table 2 analogue (offline)"}),
+        table6=report(f"{CUT_R}/tables/table6_online.html", caption="report/table6_online.rst", category="CUT",
+                      subcategory="tables", labels={"item": "Table 6 analogue (online)"}),
+        reported=report(f"{CUT_R}/tables/reported.html", caption="report/reported.rst", category="CUT",
+                        subcategory="tables", labels={"item": "reported tables (as published)"}),
+        facts=f"{CUT_R}/tables/cut_tables.facts.rst",
     params:
         spec=as_json({"tier": TIER, "seed": config["seed"], "bases": CUT["bases"], "online_base": CUT["online_base"],
                       "methods": list(CUT_ROWS), "iterations": CUT["data"]["iterations"],
                       "rows": {n: {"label": r.label, "objective": r.spec["objective"]} for n, r in CUT_ROWS.items()},
                       "offline": CUT["data"]["offline"], "root": CUT_R,
                       "model_dirs": {b: {m: cut_model_dir(b, m) for m in cut_model_ids(b)} for b in CUT["bases"]}}),
+        cut_cards=[f"results/judges/{n}.json" for n in CUT_CARDS],  # the judges of CUT's numbers, for the captions
     log:
         f"{CUT_R}/logs/tables.log",
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.cut.aggregate --spec-json {params.spec:q} --reported {input.reported} "
-        "--out-dir {CUT_R}/tables --cards {input.cards} --wandb-json {CUT_WANDB:q} > {log} 2>&1 && cat {output.summary}"
+        "--out-dir {CUT_R}/tables --cards {input.cards} --wandb-json {CUT_WANDB:q} > {log} 2>&1 "
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --cards {params.cut_cards} --facts {output.facts} "
+        "--page {output[0]} {output.table2} --page {output[2]} {output.table6} --page {output[5]} {output.reported} "
+        ">> {log} 2>&1 && cat {output.summary}"
 
 
 PAPER_TARGETS["cut"] = rules.cut_tables.output

@@ -426,14 +426,25 @@ rule lab_tables:
     input:
         **lab_table_inputs(False),
     output:
-        report(f"{LAB_R}/tables/table3.md", category="LAB", labels={"table": "Table 3 analogue"}),
+        f"{LAB_R}/tables/table3.md",
         f"{LAB_R}/tables/table3.csv",
         f"{LAB_R}/tables/table3_differences.csv",
-        report(f"{LAB_R}/tables/sdg_keep_rates.md", category="LAB", labels={"table": "SDG keep-rates"}),
-        report(f"{LAB_R}/tables/phases.md", category="LAB", labels={"table": "phases and checkpoints"}),
-        report(f"{LAB_R}/tables/table3.png", category="LAB", labels={"figure": "Table 3 analogue"}),
+        f"{LAB_R}/tables/sdg_keep_rates.md",
+        f"{LAB_R}/tables/phases.md",
+        report(f"{LAB_R}/tables/table3.png", caption="report/table3_png.rst", category="LAB", subcategory="plots",
+               labels={"item": "Table 3 analogue"}),
         f"{LAB_R}/tables/reported.md",
         summary=f"{LAB_R}/tables/summary.md",
+        # `snakemake --report`: the tables as HTML pages, and the tier facts the captions include
+        table3=report(f"{LAB_R}/tables/table3.html", caption="report/table3.rst", category="LAB",
+                      subcategory="tables", labels={"item": "Table 3 analogue"}),
+        keep_rates=report(f"{LAB_R}/tables/sdg_keep_rates.html", caption="report/sdg_keep_rates.rst",
+                          category="LAB", subcategory="tables", labels={"item": "SDG keep-rates"}),
+        phases=report(f"{LAB_R}/tables/phases.html", caption="report/phases.rst", category="LAB",
+                      subcategory="tables", labels={"item": "phases and checkpoints"}),
+        reported=report(f"{LAB_R}/tables/reported.html", caption="report/reported.rst", category="LAB",
+                        subcategory="tables", labels={"item": "reported Table 3 (as published)"}),
+        facts=f"{LAB_R}/tables/lab_tables.facts.rst",
     params:
         spec=lab_table_spec(False),
     log:
@@ -441,7 +452,10 @@ rule lab_tables:
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.lab.aggregate --spec-json {params.spec:q} --reported {input.reported} "
-        "--out-dir {LAB_R}/tables --wandb-json {LAB_WANDB:q} > {log} 2>&1 && cat {output.summary}"
+        "--out-dir {LAB_R}/tables --wandb-json {LAB_WANDB:q} > {log} 2>&1 "
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --facts {output.facts} --page {output[0]} {output.table3} "
+        "--page {output[3]} {output.keep_rates} --page {output[4]} {output.phases} "
+        "--page {output[6]} {output.reported} >> {log} 2>&1 && cat {output.summary}"
 
 
 rule lab_ablations:

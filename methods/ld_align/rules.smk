@@ -337,12 +337,21 @@ rule ld_tables:
     input:
         **ld_table_inputs(LD_ARMS),
     output:
-        report(f"{LD_R}/tables/main.md", category="LD-Align", labels={"table": "LD-Align vs SPIN per iteration"}),
+        f"{LD_R}/tables/main.md",
         f"{LD_R}/tables/main.csv",
-        report(f"{LD_R}/tables/main.png", category="LD-Align", labels={"figure": "metrics per iteration"}),
-        report(f"{LD_R}/tables/guide.md", category="LD-Align", labels={"table": "guide model diagnostics"}),
+        report(f"{LD_R}/tables/main.png", caption="report/main_png.rst", category="LD-Align", subcategory="plots",
+               labels={"item": "metrics per iteration"}),
+        f"{LD_R}/tables/guide.md",
         f"{LD_R}/tables/reported.md",
         summary=f"{LD_R}/tables/summary.md",
+        # `snakemake --report`: the tables as HTML pages, and the tier facts the captions include
+        main=report(f"{LD_R}/tables/main.html", caption="report/main.rst", category="LD-Align", subcategory="tables",
+                    labels={"item": "LD-Align vs SPIN per iteration"}),
+        guide=report(f"{LD_R}/tables/guide.html", caption="report/guide.rst", category="LD-Align",
+                     subcategory="tables", labels={"item": "guide model diagnostics"}),
+        reported=report(f"{LD_R}/tables/reported.html", caption="report/reported.rst", category="LD-Align",
+                        subcategory="tables", labels={"item": "reported context (SPIN)"}),
+        facts=f"{LD_R}/tables/ld_tables.facts.rst",
     params:
         spec=ld_table_spec(LD_ARMS, "main"),
     log:
@@ -350,7 +359,9 @@ rule ld_tables:
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.ld_align.aggregate --spec-json {params.spec:q} --reported {input.reported} "
-        "--out-dir {LD_R}/tables --wandb-json {LD_WANDB:q} > {log} 2>&1 && cat {output.summary}"
+        "--out-dir {LD_R}/tables --wandb-json {LD_WANDB:q} > {log} 2>&1 "
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --facts {output.facts} --page {output[0]} {output.main} "
+        "--page {output[3]} {output.guide} --page {output[4]} {output.reported} >> {log} 2>&1 && cat {output.summary}"
 
 
 # the ablation table: SPIN and LD-Align (when run) beside the ablation rows
@@ -363,9 +374,12 @@ rule ld_ablations:
     input:
         **ld_table_inputs(LD_ABLATION_TABLE),
     output:
-        report(f"{LD_R}/tables/ablations.md", category="LD-Align", labels={"table": "ablations"}),
+        f"{LD_R}/tables/ablations.md",
         f"{LD_R}/tables/ablations.csv",
         summary=f"{LD_R}/tables/ablations_summary.md",
+        html=report(f"{LD_R}/tables/ablations.html", caption="report/ablations.rst", category="LD-Align",
+                    subcategory="tables", labels={"item": "ablations"}),
+        facts=f"{LD_R}/tables/ld_ablations.facts.rst",
     params:
         spec=ld_table_spec(LD_ABLATION_TABLE, "ablations"),
     log:
@@ -373,7 +387,9 @@ rule ld_ablations:
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.ld_align.aggregate --spec-json {params.spec:q} --reported {input.reported} "
-        "--out-dir {LD_R}/tables --wandb-json {LD_WANDB:q} > {log} 2>&1 && cat {output.summary}"
+        "--out-dir {LD_R}/tables --wandb-json {LD_WANDB:q} > {log} 2>&1 "
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --facts {output.facts} --page {output[0]} {output.html} "
+        ">> {log} 2>&1 && cat {output.summary}"
 
 
 # On the shared leaderboard: the start policy and every main-table model (ld_align.shared_evals: all), only each

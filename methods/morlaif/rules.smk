@@ -354,10 +354,15 @@ rule morlaif_tables:
         reported=os.path.join(workflow.basedir, "methods/morlaif/reported.yaml"),
         card=f"results/judges/{ML['judge']}.json",
     output:
-        report(f"{ML_R}/tables/figures.md", category="MORLAIF", labels={"table": "Figures A, B, C, F, G"}),
-        report(f"{ML_R}/tables/figures.png", category="MORLAIF", labels={"figure": "A, B, C, F, G"}),
+        f"{ML_R}/tables/figures.md",
+        report(f"{ML_R}/tables/figures.png", caption="report/figures_png.rst", category="MORLAIF",
+               subcategory="plots", labels={"item": "Figures A, B, C, F, G"}),
         f"{ML_R}/tables/figures.csv",
         summary=f"{ML_R}/tables/summary.md",
+        # `snakemake --report`: the tables as an HTML page, and the tier/judge facts the captions include
+        html=report(f"{ML_R}/tables/figures.html", caption="report/figures.rst", category="MORLAIF",
+                    subcategory="tables", labels={"item": "Figures A, B, C, F, G"}),
+        facts=f"{ML_R}/tables/morlaif_tables.facts.rst",
     params:
         spec=as_json({"tier": TIER, "seed": config["seed"], "bases": ML["bases"], "root": ML_R,
                       "headline": ML["headline"], "judge": ML["judge"], "feedback": ML_FEEDBACK_SPEC}),
@@ -367,7 +372,8 @@ rule morlaif_tables:
     shell:
         "{PY} -m alignrepro.methods.morlaif.aggregate figures --spec-json {params.spec:q} "
         "--reported {input.reported} --card {input.card} --wandb-json {ML_WANDB:q} --out-dir {ML_R}/tables "
-        "> {log} 2>&1 && cat {output.summary}"
+        "> {log} 2>&1 && {PY} -m alignrepro.report_pages --tier {TIER} --cards {input.card} --facts {output.facts} "
+        "--page {output[0]} {output.html} >> {log} 2>&1 && cat {output.summary}"
 
 
 rule morlaif_figure_e:
@@ -377,8 +383,12 @@ rule morlaif_figure_e:
         reported=os.path.join(workflow.basedir, "methods/morlaif/reported.yaml"),
         card=f"results/judges/{ML['judge']}.json",
     output:
-        report(f"{ML_R}/tables/figure_e.md", category="MORLAIF", labels={"table": "Figure E"}),
-        report(f"{ML_R}/tables/figure_e.png", category="MORLAIF", labels={"figure": "E"}),
+        f"{ML_R}/tables/figure_e.md",
+        report(f"{ML_R}/tables/figure_e.png", caption="report/figure_e_png.rst", category="MORLAIF",
+               subcategory="plots", labels={"item": "Figure E"}),
+        html=report(f"{ML_R}/tables/figure_e.html", caption="report/figure_e.rst", category="MORLAIF",
+                    subcategory="tables", labels={"item": "Figure E"}),
+        facts=f"{ML_R}/tables/morlaif_figure_e.facts.rst",
     params:
         spec=as_json({"tier": TIER, "seed": config["seed"], "base": ML["matrix_base"], "judge": ML["judge"]}),
     log:
@@ -387,7 +397,8 @@ rule morlaif_figure_e:
     shell:
         "{PY} -m alignrepro.methods.morlaif.aggregate figure-e --spec-json {params.spec:q} --matrix {input.matrix} "
         "--reported {input.reported} --card {input.card} --out-dir {ML_R}/tables > {log} 2>&1 "
-        "&& cat {output[0]}"
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --cards {input.card} --facts {output.facts} "
+        "--page {output[0]} {output.html} >> {log} 2>&1 && cat {output[0]}"
 
 
 PAPER_TARGETS["morlaif"] = [rules.morlaif_tables.output] + ([rules.morlaif_figure_e.output] if ML["figure_e"] else [])

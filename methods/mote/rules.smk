@@ -428,9 +428,13 @@ rule mote_tables:
         reported=os.path.join(workflow.basedir, "methods/mote/reported.yaml"),
         card=MT_CARD,
     output:
-        report(f"{MT_R}/tables/tables.md", category="MoTE", labels={"table": "Tables 1, 2, 3"}),
+        f"{MT_R}/tables/tables.md",
         f"{MT_R}/tables/tables.csv",
         summary=f"{MT_R}/tables/summary.md",
+        # `snakemake --report`: the tables as an HTML page, and the tier/judge facts the caption includes
+        html=report(f"{MT_R}/tables/tables.html", caption="report/tables.rst", category="MoTE",
+                    subcategory="tables", labels={"item": "Tables 1, 2, 3"}),
+        facts=f"{MT_R}/tables/mote_tables.facts.rst",
     params:
         spec=MT_SPEC,
     log:
@@ -438,7 +442,9 @@ rule mote_tables:
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.mote.aggregate tables --spec-json {params.spec:q} --reported {input.reported} "
-        "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 && cat {output.summary}"
+        "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 "
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --cards {input.card} --facts {output.facts} "
+        "--page {output[0]} {output.html} >> {log} 2>&1 && cat {output.summary}"
 
 
 rule mote_ablations:
@@ -450,11 +456,16 @@ rule mote_ablations:
         reported=os.path.join(workflow.basedir, "methods/mote/reported.yaml"),
         card=MT_CARD,
     output:
-        report(f"{MT_R}/tables/ablations.md", category="MoTE", labels={"table": "Tables 4, 6"}),
+        f"{MT_R}/tables/ablations.md",
         f"{MT_R}/tables/ablations.csv",
-        report(f"{MT_R}/tables/fig6_harm_vs_budget.png", category="MoTE", labels={"figure": "Fig. 6"}),
-        report(f"{MT_R}/tables/table4_architectures.png", category="MoTE", labels={"figure": "Table 4"}),
+        report(f"{MT_R}/tables/fig6_harm_vs_budget.png", caption="report/fig6_png.rst", category="MoTE",
+               subcategory="plots", labels={"item": "Fig. 6: Harm vs token budget"}),
+        report(f"{MT_R}/tables/table4_architectures.png", caption="report/table4_png.rst", category="MoTE",
+               subcategory="plots", labels={"item": "Table 4: architectures"}),
         summary=f"{MT_R}/tables/ablations_summary.md",
+        html=report(f"{MT_R}/tables/ablations.html", caption="report/ablations.rst", category="MoTE",
+                    subcategory="tables", labels={"item": "Tables 4, 6 and Fig. 6"}),
+        facts=f"{MT_R}/tables/mote_ablations.facts.rst",
     params:
         spec=MT_SPEC,
     log:
@@ -462,7 +473,9 @@ rule mote_ablations:
     resources: **res("cpu")
     shell:
         "{PY} -m alignrepro.methods.mote.aggregate ablations --spec-json {params.spec:q} --reported {input.reported} "
-        "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 && cat {output.summary}"
+        "--card {input.card} --wandb-json {MT_WANDB:q} --out-dir {MT_R}/tables > {log} 2>&1 "
+        "&& {PY} -m alignrepro.report_pages --tier {TIER} --cards {input.card} --facts {output.facts} "
+        "--page {output[0]} {output.html} >> {log} 2>&1 && cat {output.summary}"
 
 
 # On the shared leaderboard: baselines (plain LoRA, kind "lora") and train.py models (kind "mote": the shared layer
