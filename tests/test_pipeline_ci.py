@@ -224,8 +224,9 @@ def test_shared_leaderboard_covers_every_model_with_judge_cards(ci_run):
             assert r[col] not in ("", "None"), (r["model"], col)
         assert r["heuristic"] == "True" and r["tier"] == "ci"
     md = (root / "leaderboard.md").read_text()
-    assert "HEURISTIC" in md and "(agr. 52%)" in md and "not available offline" in md  # arc_challenge: no data
     card = json.loads((ci_run / "results/judges/heuristic.json").read_text())
+    agreement = f"(agr. {card['pairwise']['agreement']:.0f}%)"  # each judged column shows its card's agreement
+    assert "HEURISTIC" in md and agreement in md and "not available offline" in md  # arc_challenge: no data
     assert card["heuristic"] and card["pairwise"]["n"] == 120 and card["provenance"]["labelled_set_sha256"]
     for bench in ("alpacaeval", "mtbench", "lmeval", "safety"):
         prov = json.loads((root / f"scores/cut/cut/{bench}.json").read_text())["provenance"]
@@ -270,10 +271,14 @@ def test_morlaif_figures_beside_reported_with_provenance(ci_run):
         assert any(k.startswith("reward/pm/") for k in log[0]) and "kl_coef" in log[0]
     e = (root / "tables/figure_e.md").read_text()
     assert "| linear |" in e and "| max_min |" in e and "| single_pm |" in e and "plotting error" in e
-    from alignrepro.wandb_runs import run_ids
+    from alignrepro.wandb_runs import run_id, run_ids
 
-    ids = [i for i in run_ids(root.parents[1] / "wandb/wandb") if i.startswith("morlaif-") and "-train-" in i]
-    assert len(ids) == len(set(ids)) == 14 + 3  # a W&B run per PM and per PPO arm
+    ids = run_ids(root.parents[1] / "wandb/wandb")
+    principles = [p.name for p in (root / "ci-random-llama/pms").iterdir()]
+    rows = [f"PM_ci-random-llama_{p}_LoRA" for p in principles]
+    rows += [f"morlaif-ci-ppo-ci-random-llama-{arm}" for arm in ("linear", "max_min", "single_pm")]
+    want = {run_id("alignrepro-ci", "morlaif", row, "train") for row in rows}
+    assert len(principles) == 14 and want <= set(ids) and len(ids) == len(set(ids))  # a run per PM and PPO arm
 
 
 def test_a_killed_run_needs_no_unlock_and_no_rerun_incomplete(tmp_path):
