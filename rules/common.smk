@@ -51,6 +51,9 @@ EVAL_JUDGE = {}
 # {"dir": model folder, "base": registry base model, "paper": ..., "method": ...}. Base models are added below.
 # A model that decodes differently (MoTE's step chains) adds its own generation keys and a note the leaderboard prints.
 SHARED_MODELS = {}
+# Training seeds of a paper's headline rows (config `seeds`): the run's seed first, so one seed keeps today's paths;
+# a paper that trains extra seeds names those models "<row>-seed<s>" and reports mean and CI over seeds.
+SEEDS = [config["seed"] + i for i in range(config["seeds"])]
 
 
 def register_shared_model(key, model_dir, base, paper, method, generation=None, note=None):

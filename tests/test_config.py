@@ -235,7 +235,7 @@ def test_judge_backends_are_those_each_place_accepts():
             {"mote": {"jailbreak": {"n_requets": 2, "templates_per_request": 2}}},
             "config key 'mote.jailbreak': unknown key 'n_requets' (did you mean 'n_requests'?)",
         ),
-        ({"seeds": 3}, "config key '<top level>': unknown key 'seeds' (did you mean 'seed'?)"),
+        ({"seedz": 3}, "config key '<top level>': unknown key 'seedz' (did you mean 'seed"),
     ],
 )
 def test_a_typo_names_the_closest_valid_key(user, message):

@@ -15,7 +15,7 @@ from alignrepro.evals.verifiable.accuracy import wilson
 from alignrepro.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from alignrepro.provenance import provenance
 from alignrepro.reporting import bars_or_missing, judge_footer, line_or_missing, log_to_wandb, md_table, to_csv
-from alignrepro.stats import paired_compare
+from alignrepro.stats import paired_compare, seed_columns
 
 
 def pct(x: float | None) -> str:
@@ -85,6 +85,31 @@ def add_paired_accuracy(spec: dict[str, Any], base: str, rows: list[dict[str, An
               "accuracy_vs_base_note": "" if d or r is rows[0] else "no per-item outcomes"}  # fmt: skip
 
 
+def add_seed_columns(spec: dict[str, Any], base: str, rows: list[dict[str, Any]]) -> None:
+    """With several training seeds (config `seeds`), each trained row's accuracy and win rate over its seeds: mean and
+    t-interval (alignrepro.stats.seed_columns). The run's seed is the row itself, the others "<row>-seed<s>"."""
+    seeds = spec.get("seeds") or [spec["seed"]]
+    if len(seeds) < 2:
+        return
+    root = Path(spec["root"]) / "eval"
+    for r in rows:
+        ids = [_eval_id(spec, r["model_id"])]
+        if r["model_id"] in spec["rows"]:  # the base model is not trained: one seed (same columns, for the CSV)
+            ids += [f"{r['model_id']}-seed{s}" for s in seeds[1:]]
+        per_seed = [
+            {"seed": s, "accuracy": read_json(root / "accuracy" / base / f"{m}.json").get("accuracy"),
+             "win_rate": read_json(root / "winrate" / base / f"{m}.json").get("win_rate")}
+            for s, m in zip(seeds, ids, strict=False)  # the base: its one seed
+        ]  # fmt: skip
+        r |= seed_columns(per_seed, {"accuracy": "accuracy", "win_rate": "win_rate"})
+
+
+def seeds_cell(r: dict[str, Any]) -> str:
+    if r.get("n_seeds", 1) < 2:
+        return "1 seed"
+    return f"{pct(r['accuracy_seeds_mean'])} {ci(r['accuracy_seeds_ci'])} (n={r['n_seeds']})"
+
+
 def paired_cell(r: dict[str, Any]) -> str:
     if r["accuracy_vs_base"] is None:
         return r["accuracy_vs_base_note"] or "–"
@@ -104,6 +129,7 @@ def reproduced_md(rows: list[dict[str, Any]], first_col: str) -> str:
         "objective",
         "accuracy % [95% CI] (oracle)",
         "accuracy − base, paired [95% CI], McNemar p, MDE",
+        "accuracy over seeds, mean [95% t-CI]",
         "win rate vs base % [95% CI]",
         "win (verifiable)",
         "win (open)",
@@ -116,6 +142,7 @@ def reproduced_md(rows: list[dict[str, Any]], first_col: str) -> str:
             r["objective"],
             f"{pct(r['accuracy'])} {ci(r['accuracy_ci95'])}",
             paired_cell(r),
+            seeds_cell(r),
             f"{pct(r['win_rate'])} {ci(r['win_rate_ci95'])}",
             pct(r["win_rate_verifiable"]),
             pct(r["win_rate_open"]),
@@ -227,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     online += [model_row(spec, ob, f"cut_iter{k}", f"CUT {k}+") for k in range(1, spec["iterations"] + 1)]
     for b, rows in offline.items():
         add_paired_accuracy(spec, b, rows)
+        add_seed_columns(spec, b, rows)
     add_paired_accuracy(spec, ob, online)
     for k, row in enumerate(online[1:], 1):
         trip = Path(spec["root"]) / "online" / f"iter{k}" / "triplets.jsonl"

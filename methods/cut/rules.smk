@@ -31,17 +31,24 @@ def cut_model_ids(base):
     return ids
 
 
+def cut_seed_ids(base):
+    """Table 2's rows trained again with the run's extra seeds (config `seeds`): same data, same evaluation items, so
+    the rows stay paired; the online iterations and the base model keep one seed."""
+    return [f"{m}-seed{s}" for s in SEEDS[1:] for m in CUT_ROWS]
+
+
 def cut_offline_triplets():
     if CUT["data"]["offline"] == "online_iter1":
         return f"{CUT_R}/online/iter1/triplets.jsonl"
     return f"{CUT_R}/offline/triplets.jsonl"
 
 
-def cut_train_cfg(method):
+def cut_train_cfg(method, seed=None):
     """Only the settings a row depends on, so that changing one row's hyper-parameter reruns only it."""
     trainer = CUT_ROWS[method].spec["trainer"]
     c = CUT["cut"] if trainer == "cut" else {k: CUT["cut"][k] for k in ("align_p_ratio", "keep_error_judgments")}
-    cfg = {"train": CUT["train"], "cut": c, "dtype": config["dtype"]}
+    train = CUT["train"] if seed is None else {**CUT["train"], "seed": seed}
+    cfg = {"train": train, "cut": c, "dtype": config["dtype"]}
     if trainer == "trl:DPOTrainer":
         cfg["dpo"] = CUT["dpo"]
     return cfg
@@ -148,8 +155,14 @@ rule cut_refine:
 
 
 def cut_row_of(model_id):
-    """The row a model is trained as: online iterations (cut_iter<k>) are CUT."""
-    return "cut" if re.fullmatch(r"cut_iter\d+", model_id) else model_id
+    """The row a model is trained as: online iterations (cut_iter<k>) are CUT; "<row>-seed<s>" is that row."""
+    return "cut" if re.fullmatch(r"cut_iter\d+", model_id) else re.sub(r"-seed\d+$", "", model_id)
+
+
+def cut_seed_of(model_id):
+    """The training seed of an extra-seed model ("<row>-seed<s>"), else None (the run's seed)."""
+    m = re.search(r"-seed(\d+)$", model_id)
+    return int(m.group(1)) if m else None
 
 
 def cut_train_inputs(w):
@@ -158,7 +171,7 @@ def cut_train_inputs(w):
         start = cut_model_dir(w.base, "base" if k == 1 else f"cut_iter{k - 1}")
         return {"model": f"{start}/model.json", "triplets": f"{CUT_R}/online/iter{k}/triplets.jsonl"}
     inputs = {"model": f"results/models/{w.base}/model.json", "triplets": cut_offline_triplets()}
-    if CUT_ROWS[w.method].spec.get("needs_refinements"):
+    if CUT_ROWS[cut_row_of(w.method)].spec.get("needs_refinements"):
         inputs["refinements"] = f"{CUT_R}/offline/{w.base}/refinements.jsonl"
     return inputs
 
@@ -169,9 +182,9 @@ rule cut_train:
     output:
         f"{CUT_R}/models/{{base}}/{{method}}/model.json",
     wildcard_constraints:
-        method="|".join(map(re.escape, CUT_ROWS)) + r"|cut_iter\d+",
+        method="(" + "|".join(map(re.escape, CUT_ROWS)) + r")(-seed\d+)?|cut_iter\d+",
     params:
-        cfg=lambda w: as_json(cut_train_cfg(cut_row_of(w.method))),
+        cfg=lambda w: as_json(cut_train_cfg(cut_row_of(w.method), cut_seed_of(w.method))),
         method=lambda w: cut_row_of(w.method),
         row=lambda w: as_json(CUT_ROWS[cut_row_of(w.method)].public()),
         refinements=lambda w, input: f"--refinements {input.refinements}" if "refinements" in input.keys() else "",
@@ -224,8 +237,8 @@ EVAL_REFERENCE["cut"] = lambda base: (f"results/cut/{TIER}/generations/{base}/ba
                                       if CUT["eval"]["reference"] == "base" else f"{CUT_R}/data/eval_reference.jsonl")
 EVAL_JUDGE["cut"] = CUT["eval"]["judge"]  # group -> judge name (evals.judges or built-in; evals/shared.smk judge_spec)
 CUT_CARDS = list(dict.fromkeys(CUT["eval"]["judge"].values()))  # every judge of a CUT number gets its card
-CUT_EVALS = [f"{CUT_R}/eval/{bench}/{base}/{m}.json"
-             for base in CUT["bases"] for m in cut_model_ids(base) for bench in ("accuracy", "winrate")]
+CUT_EVALS = [f"{CUT_R}/eval/{bench}/{base}/{m}.json" for base in CUT["bases"]
+             for m in cut_model_ids(base) + cut_seed_ids(base) for bench in ("accuracy", "winrate")]
 
 
 def cut_shared_ids(base):
@@ -247,8 +260,8 @@ for _b in CUT["bases"]:
     for _m in cut_shared_ids(_b):
         register_shared_model(f"cut/{_m}" if len(CUT["bases"]) == 1 else f"cut/{_b}-{_m}", cut_model_dir(_b, _m),
                               _b, "cut", _m)
-CUT_TRAINED = [f"{cut_model_dir(base, m)}/model.json" for base in CUT["bases"] for m in cut_model_ids(base)
-               if m != "base"]
+CUT_TRAINED = [f"{cut_model_dir(base, m)}/model.json" for base in CUT["bases"]
+               for m in cut_model_ids(base) + cut_seed_ids(base) if m != "base"]
 
 
 rule cut_tables:
@@ -277,11 +290,13 @@ rule cut_tables:
                         subcategory="tables", labels={"item": "reported tables (as published)"}),
         facts=f"{CUT_R}/tables/cut_tables.facts.rst",
     params:
-        spec=as_json({"tier": TIER, "seed": config["seed"], "bases": CUT["bases"], "online_base": CUT["online_base"],
+        spec=as_json({"tier": TIER, "seed": config["seed"], "seeds": SEEDS, "bases": CUT["bases"],
+                      "online_base": CUT["online_base"],
                       "methods": list(CUT_ROWS), "iterations": CUT["data"]["iterations"],
                       "rows": {n: {"label": r.label, "objective": r.spec["objective"]} for n, r in CUT_ROWS.items()},
                       "offline": CUT["data"]["offline"], "root": CUT_R,
-                      "model_dirs": {b: {m: cut_model_dir(b, m) for m in cut_model_ids(b)} for b in CUT["bases"]}}),
+                      "model_dirs": {b: {m: cut_model_dir(b, m) for m in cut_model_ids(b) + cut_seed_ids(b)}
+                                     for b in CUT["bases"]}}),
         cut_cards=[f"results/judges/{n}.json" for n in CUT_CARDS],  # the judges of CUT's numbers, for the captions
     log:
         f"{CUT_R}/logs/tables.log",
