@@ -70,14 +70,7 @@ PLAIN = {"id": "plain", "pool": "plain", "mode": "none", "source": "no template"
 
 
 def _row(id_: str, prompt: str, pool: str, category: str, source: str) -> Row:
-    return {
-        "id": id_,
-        "prompt": prompt,
-        "pool": pool,
-        "category": category,
-        "source": source,
-        "licence": LICENCES[pool],
-    }
+    return sources.pool_row(id_, prompt, pool, category, source, licence=LICENCES[pool])
 
 
 def load_do_not_answer() -> list[Row]:

@@ -49,14 +49,17 @@ LICENCES = {
 }
 
 
-def _row(id_: str, prompt: str, pool: str, category: str, source: str, **extra: Any) -> Row:
+def pool_row(
+    id_: str, prompt: str, pool: str, category: str, source: str, licence: str | None = None, **extra: Any
+) -> Row:
+    """One prompt of a pool, in the layout every safety pool shares (prompts.py's pools name their own licence)."""
     return {
         "id": id_,
         "prompt": prompt,
         "pool": pool,
         "category": category,
         "source": source,
-        "licence": LICENCES[pool],
+        "licence": LICENCES[pool] if licence is None else licence,
         **extra,
     }
 
@@ -86,7 +89,7 @@ def load_strongreject(variant: str = "full") -> list[Row]:
         raise ValueError(f"StrongREJECT set {variant!r} unknown; expected one of {sorted(SR_FILES)}")
     member = SR_FILES[variant]
     return [
-        _row(
+        pool_row(
             f"sr-{variant}-{i:03d}",
             r["forbidden_prompt"],
             "strongreject",
@@ -114,7 +117,7 @@ def load_harmbench(splits: tuple[str, ...] = ("test", "val")) -> list[Row]:
                 continue
             context = r["ContextString"] or None
             rows.append(
-                _row(
+                pool_row(
                     f"hb-{r['BehaviorID']}",
                     harmbench_prompt(r["Behavior"], context),
                     "harmbench",
@@ -134,7 +137,7 @@ def load_overrefusal_rho() -> list[Row]:
     rows = []
     for member in OVERREFUSAL_FILES:
         for r in json.loads(read_text(RHO, member)):
-            rows.append(_row(f"rho-{r['id']}", r["text"], "overrefusal_rho", r["category"], member))
+            rows.append(pool_row(f"rho-{r['id']}", r["text"], "overrefusal_rho", r["category"], member))
     return rows
 
 
