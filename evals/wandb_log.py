@@ -59,16 +59,9 @@ def read_board(path: Path) -> list[dict[str, Any]]:
 
 
 def board_numbers(row: dict[str, Any]) -> dict[str, float]:
-    """The leaderboard row's numbers (its columns as they are named there) for the run summary."""
-    out: dict[str, float] = {}
-    for k, v in row.items():
-        if isinstance(v, bool) or v is None:
-            continue
-        if isinstance(v, int | float):
-            out[k] = float(v)
-        elif isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v):
-            out[f"{k}_low"], out[f"{k}_high"] = float(v[0]), float(v[1])
-    return out
+    """The leaderboard row's numbers (its columns as they are named there) for the run summary: its top-level numbers
+    and [low, high] intervals as `scalars` reads them, flags (bools) and nested cells left out."""
+    return scalars({k: v for k, v in row.items() if not isinstance(v, bool | dict)})
 
 
 def sample_generations(answers: Path, scores: dict[str, Any], n: int) -> list[dict[str, Any]]:
